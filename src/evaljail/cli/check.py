@@ -1,0 +1,12 @@
+"""`evaljail check` (not yet implemented)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("check")
+    def _cmd() -> None:
+        """Not yet implemented."""
+        raise typer.Exit(2)

@@ -1,0 +1,21 @@
+"""Layer 1: what code is allowed (policy, static analysis) and what an eval must return."""
+
+from ._policy import (
+    ALWAYS_BLOCKED_BUILTINS,
+    ALWAYS_BLOCKED_MODULES,
+    CORE_IMPORTS,
+    SCIENTIFIC_IMPORTS,
+    Limits,
+    Policy,
+    Profile,
+)
+
+__all__ = [
+    "ALWAYS_BLOCKED_BUILTINS",
+    "ALWAYS_BLOCKED_MODULES",
+    "CORE_IMPORTS",
+    "SCIENTIFIC_IMPORTS",
+    "Limits",
+    "Policy",
+    "Profile",
+]

@@ -1,0 +1,174 @@
+"""The vocabulary shared by every layer: outcomes, findings and frozen results.
+
+A user's code failing is a value here (an :class:`Outcome`), never an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "BatchExecutionResult",
+    "ExecutionResult",
+    "Outcome",
+    "TraceResult",
+    "Violation",
+]
+
+
+class Outcome(enum.StrEnum):
+    """How one execution ended."""
+
+    OK = "ok"  #: a script ran to completion (``execute``)
+    PASSED = "passed"  #: an eval returned ``(True, reason)``
+    FAILED = "failed"  #: an eval returned ``(False, reason)``
+    ERROR = "error"  #: the code raised an exception
+    TIMEOUT = "timeout"  #: the wall-clock deadline was reached and the process killed
+    MEMORY = "memory"  #: the memory limit was reached
+    OUTPUT_LIMIT = "output_limit"  #: stdout/stderr exceeded the output cap
+    REJECTED = "rejected"  #: static analysis refused the source; nothing ran
+    SPEC_VIOLATION = "spec_violation"  #: an eval returned something other than (bool, str)
+    CRASHED = "crashed"  #: the process died (signal, seccomp kill, broken frame)
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the code ran to completion and honoured its contract."""
+        return self in (Outcome.OK, Outcome.PASSED, Outcome.FAILED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Violation:
+    """One static-analysis finding."""
+
+    rule_id: str
+    line: int
+    col: int
+    message: str
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "line": self.line,
+            "col": self.col,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionResult:
+    """The result of running a script (``PythonRunner.execute``).
+
+    ``output`` is what the script printed on stdout (script semantics, as the seed's executor).
+    """
+
+    success: bool
+    outcome: Outcome
+    output: str = ""
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    execution_time_ms: float = 0.0
+    cpu_ms: float = 0.0
+    memory_peak_kb: int = 0
+    violations: tuple[Violation, ...] = ()
+    degraded: bool = False  #: True when some isolation layer was off (never in strict mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "outcome": self.outcome.value,
+            "output": self.output,
+            "error": self.error,
+            "error_type": self.error_type,
+            "traceback": self.traceback,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "execution_time_ms": self.execution_time_ms,
+            "cpu_ms": self.cpu_ms,
+            "memory_peak_kb": self.memory_peak_kb,
+            "violations": [v.to_dict() for v in self.violations],
+            "degraded": self.degraded,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceResult:
+    """The result of one eval over one trace.
+
+    ``passed`` and ``reason`` are set only when the eval honoured its contract
+    (``success`` is then True). ``spec_violation`` names the broken rule otherwise.
+    """
+
+    trace_id: str
+    success: bool
+    outcome: Outcome
+    passed: bool | None = None
+    reason: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    spec_violation: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    execution_time_ms: float = 0.0
+    cpu_ms: float = 0.0
+    memory_peak_kb: int = 0
+    degraded: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "success": self.success,
+            "outcome": self.outcome.value,
+            "passed": self.passed,
+            "reason": self.reason,
+            "error": self.error,
+            "error_type": self.error_type,
+            "traceback": self.traceback,
+            "spec_violation": self.spec_violation,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "execution_time_ms": self.execution_time_ms,
+            "cpu_ms": self.cpu_ms,
+            "memory_peak_kb": self.memory_peak_kb,
+            "degraded": self.degraded,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchExecutionResult:
+    """The results of one eval over many traces, in input order."""
+
+    results: tuple[TraceResult, ...]
+    total_time_ms: float
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of results per outcome."""
+        counts: dict[str, int] = {}
+        for r in self.results:
+            counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
+        return counts
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for r in self.results if r.outcome is Outcome.PASSED)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if r.outcome is Outcome.FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "results": [r.to_dict() for r in self.results],
+            "total_time_ms": self.total_time_ms,
+            "violations": [v.to_dict() for v in self.violations],
+            "counts": self.counts,
+        }
