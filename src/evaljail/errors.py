@@ -158,5 +158,5 @@ def status_and_code(exc: EvaljailError) -> tuple[int, str]:
     """The HTTP status and stable code for ``exc`` (walks the class hierarchy)."""
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]  # type: ignore[index]
+            return ERROR_TABLE[cls]
     return ERROR_TABLE[EvaljailError]

@@ -108,6 +108,7 @@ class TraceResult:
     trace_id: str
     success: bool
     outcome: Outcome
+    index: int = 0  #: position of the trace in the batch
     passed: bool | None = None
     reason: str | None = None
     error: str | None = None
@@ -124,6 +125,7 @@ class TraceResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "trace_id": self.trace_id,
+            "index": self.index,
             "success": self.success,
             "outcome": self.outcome.value,
             "passed": self.passed,

@@ -125,8 +125,7 @@ class Policy:
     static_analysis: bool = True  #: switch layer 1 off only to test the other layers
 
     def __post_init__(self) -> None:
-        if not isinstance(self.allowed_imports, frozenset):
-            object.__setattr__(self, "allowed_imports", frozenset(self.allowed_imports))
+        object.__setattr__(self, "allowed_imports", frozenset(self.allowed_imports))
         _check_module_names(self.allowed_imports)
         if not self.blocked_modules >= ALWAYS_BLOCKED_MODULES:
             raise ConfigurationError("blocked_modules must include every always-blocked module")

@@ -68,7 +68,7 @@ def check_return(value: Any) -> ContractCheck:
     if type(reason) is not str:
         return ContractCheck(
             violation=NON_STR_REASON,
-            message=f"reason must be a str (use \"\" for none), got {_type_name(reason)}",
+            message=f'reason must be a str (use "" for none), got {_type_name(reason)}',
         )
     return ContractCheck(passed=passed, reason=reason)
 
@@ -78,7 +78,8 @@ def eval_function_names(tree: ast.Module) -> list[str]:
     return [
         node.name
         for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("eval_")
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("eval_")
     ]
 
 

@@ -1,0 +1,552 @@
+"""``PythonRunner``: the public way to run code, with three interchangeable backends.
+
+- ``"local"`` (default): a warm pool of jailed zygotes on this machine, no server needed;
+- ``"remote"``: an evaljail executor service over HTTP (``executor_url=`` or
+  ``PYTHON_EXECUTOR_URL``);
+- ``"mock"``: runs code in this process, **not isolated**, for users' own unit tests.
+
+All three return the same result types. Static analysis and the eval contract are applied here
+(or by the remote service), so every backend reports the same outcomes for the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import threading
+import time
+import traceback as tb_module
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from .errors import ConfigurationError, EvalFunctionNotFoundError
+from .policy import Policy, Profile
+from .policy.analysis import AnalysisReport, analyze
+from .policy.contract import check_return, find_eval_function
+from .settings import Settings
+from .types import BatchExecutionResult, ExecutionResult, Outcome, TraceResult, Violation
+
+__all__ = [
+    "Backend",
+    "MockBackend",
+    "ProgressCallback",
+    "PythonRunner",
+    "TraceItem",
+    "normalize_traces",
+]
+
+#: ``on_progress(done, total, result)`` after each trace finishes.
+ProgressCallback = Callable[[int, int, TraceResult], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceItem:
+    """One trace of a batch, ready to send: its position, id and JSON-encoded data."""
+
+    index: int
+    trace_id: str
+    data_json: str
+
+
+def normalize_traces(traces: Iterable[Any]) -> list[TraceItem]:
+    """Accept the seed's ``{"trace_id", "data"}`` items or bare iofold traces (``trace_id`` +
+    ``steps``); encode each trace's data once. Raises ConfigurationError on a malformed item."""
+    items: list[TraceItem] = []
+    for index, raw in enumerate(traces):
+        if not isinstance(raw, Mapping):
+            raise ConfigurationError(
+                f"trace #{index} must be an object, got {type(raw).__name__}",
+                details={"index": index},
+            )
+        trace_id = raw.get("trace_id", str(index))
+        if not isinstance(trace_id, str | int) or isinstance(trace_id, bool):
+            raise ConfigurationError(
+                f"trace #{index}: trace_id must be a string", details={"index": index}
+            )
+        data = raw["data"] if "data" in raw else raw
+        try:
+            data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"trace #{index} ({trace_id}): data is not JSON-serialisable: {exc}",
+                details={"index": index, "trace_id": str(trace_id)},
+            ) from exc
+        items.append(TraceItem(index=index, trace_id=str(trace_id), data_json=data_json))
+    return items
+
+
+class Backend(Protocol):
+    """What runs already-checked code. Implemented by the pool, the remote client and the mock."""
+
+    name: str
+    #: True when this backend applies static analysis itself (the remote service does).
+    analyzes: bool
+
+    def run_script(self, code: str, policy: Policy) -> Future[ExecutionResult]: ...
+
+    def run_traces(
+        self,
+        code: str,
+        function_name: str,
+        items: Sequence[TraceItem],
+        policy: Policy,
+        *,
+        deadline: float,
+        on_result: Callable[[int, TraceResult], None],
+    ) -> Future[None]:
+        """Run the eval over ``items``; call ``on_result(index, result)`` as each finishes.
+
+        ``deadline`` is a ``time.monotonic()`` instant: traces not started by then end as
+        timeouts. The future completes when every item has a result.
+        """
+        ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def _rejected_script(violations: tuple[Violation, ...]) -> ExecutionResult:
+    first = violations[0]
+    return ExecutionResult(
+        success=False,
+        outcome=Outcome.REJECTED,
+        error=f"Static analysis rejected the code: {first.message} (line {first.line}, "
+        f"rule {first.rule_id})",
+        error_type="PolicyViolation",
+        violations=violations,
+    )
+
+
+def _rejected_trace(item: TraceItem, violations: tuple[Violation, ...]) -> TraceResult:
+    script = _rejected_script(violations)
+    return TraceResult(
+        index=item.index,
+        trace_id=item.trace_id,
+        success=False,
+        outcome=Outcome.REJECTED,
+        error=script.error,
+        error_type=script.error_type,
+    )
+
+
+class PythonRunner:
+    """Run Python code and eval functions in the jail.
+
+    >>> runner = PythonRunner(timeout=5000)
+    >>> runner.execute("print(2 + 2)").output
+    '4\\n'
+    """
+
+    def __init__(
+        self,
+        timeout: int | None = None,
+        *,
+        memory_mb: int | None = None,
+        policy: Policy | None = None,
+        profile: Profile | str | None = None,
+        backend: str | Backend = "auto",
+        executor_url: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self._settings = settings or Settings.from_env()
+        if policy is None:
+            prof = Profile(profile) if profile is not None else Profile.CORE
+            policy = Policy.from_settings(self._settings, profile=prof)
+        if timeout is not None:
+            policy = policy.with_limits(timeout_ms=int(timeout))
+        if memory_mb is not None:
+            policy = policy.with_limits(memory_bytes=int(memory_mb) * 1024 * 1024)
+        self.policy = policy
+        self._backend = self._make_backend(backend, executor_url)
+        self._closed = False
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _make_backend(self, backend: str | Backend, executor_url: str | None) -> Backend:
+        if not isinstance(backend, str):
+            return backend
+        url = executor_url or self._settings.executor_url
+        if backend == "auto":
+            backend = "remote" if url else "local"
+        if backend == "mock":
+            return MockBackend()
+        if backend == "remote":
+            if not url:
+                raise ConfigurationError(
+                    "the remote backend needs executor_url= or PYTHON_EXECUTOR_URL",
+                    details={"variable": "PYTHON_EXECUTOR_URL"},
+                )
+            from .remote import RemoteBackend
+
+            return RemoteBackend(url, token=self._settings.api_token)
+        if backend == "local":
+            from .pool import Pool
+
+            pool = Pool.from_settings(self._settings)
+            pool.start()
+            return pool
+        raise ConfigurationError(
+            f"unknown backend {backend!r}: use 'local', 'remote' or 'mock'",
+            details={"backend": backend},
+        )
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    # -- policy helpers -----------------------------------------------------------------------
+
+    def _policy_for(self, timeout: int | None) -> Policy:
+        if timeout is None:
+            return self.policy
+        return self.policy.with_limits(timeout_ms=int(timeout))
+
+    def check(self, code: str) -> tuple[Violation, ...]:
+        """Static analysis only: every finding, nothing executed."""
+        return analyze(code, self.policy).violations
+
+    def _analyze(self, code: str, policy: Policy) -> AnalysisReport | None:
+        if self._backend.analyzes or not policy.static_analysis:
+            return None
+        return analyze(code, policy)
+
+    # -- scripts ------------------------------------------------------------------------------
+
+    def _submit_script(self, code: str, timeout: int | None) -> Future[ExecutionResult]:
+        self._check_open()
+        if not isinstance(code, str):
+            raise ConfigurationError(f"code must be a str, got {type(code).__name__}")
+        policy = self._policy_for(timeout)
+        report = self._analyze(code, policy)
+        if report is not None and report.violations:
+            done: Future[ExecutionResult] = Future()
+            done.set_result(_rejected_script(report.violations))
+            return done
+        return self._backend.run_script(code, policy)
+
+    def execute(self, code: str, *, timeout: int | None = None) -> ExecutionResult:
+        """Run ``code`` as a script; ``output`` is what it printed."""
+        return self._submit_script(code, timeout).result()
+
+    async def aexecute(self, code: str, *, timeout: int | None = None) -> ExecutionResult:
+        return await asyncio.wrap_future(self._submit_script(code, timeout))
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def _start_batch(
+        self,
+        code: str,
+        function_name: str | None,
+        traces: Iterable[Any],
+        timeout: int | None,
+        batch_timeout_ms: int | None,
+        on_result: Callable[[int, TraceResult], None],
+    ) -> tuple[list[TraceItem], tuple[Violation, ...], Future[None]]:
+        self._check_open()
+        if not isinstance(code, str):
+            raise ConfigurationError(f"code must be a str, got {type(code).__name__}")
+        policy = self._policy_for(timeout)
+        items = normalize_traces(traces)
+        report = self._analyze(code, policy)
+        done: Future[None] = Future()
+        if report is not None:
+            if report.violations:
+                for item in items:
+                    on_result(item.index, _rejected_trace(item, report.violations))
+                done.set_result(None)
+                return items, report.violations, done
+            assert report.tree is not None
+            function_name = find_eval_function(report.tree, function_name)
+        elif not function_name:
+            import ast
+
+            try:
+                function_name = find_eval_function(ast.parse(code), None)
+            except SyntaxError as exc:
+                raise EvalFunctionNotFoundError(f"code does not parse: {exc}") from exc
+        budget_ms = batch_timeout_ms or max(policy.limits.timeout_ms * max(len(items), 1), 60_000)
+        deadline = time.monotonic() + budget_ms / 1000
+        future = self._backend.run_traces(
+            code, function_name, items, policy, deadline=deadline, on_result=on_result
+        )
+        return items, (), future
+
+    def iter_batch(
+        self,
+        code: str,
+        function_name: str | None,
+        traces: Iterable[Any],
+        *,
+        timeout: int | None = None,
+        batch_timeout_ms: int | None = None,
+    ) -> Iterator[TraceResult]:
+        """Yield each trace's result as soon as it finishes (``result.index`` gives its place)."""
+        import queue
+
+        q: queue.SimpleQueue[TraceResult | None] = queue.SimpleQueue()
+        items, _, future = self._start_batch(
+            code,
+            function_name,
+            traces,
+            timeout,
+            batch_timeout_ms,
+            lambda _i, r: q.put(r),
+        )
+        future.add_done_callback(lambda _f: q.put(None))
+        remaining = len(items)
+        while remaining:
+            result = q.get()
+            if result is None:
+                break
+            remaining -= 1
+            yield result
+        future.result()  # re-raise a backend failure
+
+    def execute_batch(
+        self,
+        code: str,
+        function_name: str | None,
+        traces: Iterable[Any],
+        *,
+        timeout: int | None = None,
+        batch_timeout_ms: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchExecutionResult:
+        """Run the eval over every trace, each in a fresh jailed process; results in input
+        order."""
+        started = time.perf_counter()
+        results: dict[int, TraceResult] = {}
+        lock = threading.Lock()
+        total_box: list[int] = [0]
+
+        def on_result(index: int, result: TraceResult) -> None:
+            with lock:
+                results[index] = result
+                done = len(results)
+            if on_progress is not None:
+                on_progress(done, total_box[0], result)
+
+        items, violations, future = self._start_batch(
+            code, function_name, [*traces], timeout, batch_timeout_ms, on_result
+        )
+        total_box[0] = len(items)
+        future.result()
+        return BatchExecutionResult(
+            results=tuple(results[i.index] for i in items),
+            total_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            violations=violations,
+        )
+
+    async def aiter_batch(
+        self,
+        code: str,
+        function_name: str | None,
+        traces: Iterable[Any],
+        *,
+        timeout: int | None = None,
+        batch_timeout_ms: int | None = None,
+    ) -> AsyncIterator[TraceResult]:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[TraceResult | None] = asyncio.Queue()
+        items, _, future = self._start_batch(
+            code,
+            function_name,
+            traces,
+            timeout,
+            batch_timeout_ms,
+            lambda _i, r: loop.call_soon_threadsafe(q.put_nowait, r),
+        )
+        wrapped = asyncio.wrap_future(future)
+        remaining = len(items)
+        while remaining:
+            result = await q.get()
+            if result is None:
+                break
+            remaining -= 1
+            yield result
+        await wrapped
+
+    async def aexecute_batch(
+        self,
+        code: str,
+        function_name: str | None,
+        traces: Iterable[Any],
+        *,
+        timeout: int | None = None,
+        batch_timeout_ms: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchExecutionResult:
+        started = time.perf_counter()
+        trace_list = [*traces]
+        results: dict[int, TraceResult] = {}
+        async for result in self.aiter_batch(
+            code,
+            function_name,
+            trace_list,
+            timeout=timeout,
+            batch_timeout_ms=batch_timeout_ms,
+        ):
+            results[result.index] = result
+            if on_progress is not None:
+                on_progress(len(results), len(trace_list), result)
+        return BatchExecutionResult(
+            results=tuple(results[i] for i in sorted(results)),
+            total_time_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self._backend.health()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from .errors import PoolClosedError
+
+            raise PoolClosedError("this PythonRunner is closed")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
+
+    def __enter__(self) -> PythonRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PythonRunner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+
+class MockBackend:
+    """Runs code **in this process, with no isolation at all**, for users' unit tests.
+
+    Results have the same types as the real backends and carry ``degraded=True``. Pass
+    ``responder`` to return canned results instead of running anything:
+    ``responder(code, trace_or_None) -> ExecutionResult | TraceResult``.
+    """
+
+    name = "mock"
+    analyzes = False
+
+    def __init__(self, responder: Callable[[str, Any], Any] | None = None) -> None:
+        self._responder = responder
+
+    def run_script(self, code: str, policy: Policy) -> Future[ExecutionResult]:
+        future: Future[ExecutionResult] = Future()
+        if self._responder is not None:
+            future.set_result(self._responder(code, None))
+            return future
+        started = time.perf_counter()
+        out, err = io.StringIO(), io.StringIO()
+        namespace: dict[str, Any] = {"__name__": "__main__"}
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                exec(compile(code, "<eval>", "exec"), namespace)  # noqa: S102 - mock, documented
+        except Exception as exc:
+            result = ExecutionResult(
+                success=False,
+                outcome=Outcome.ERROR,
+                error=f"{type(exc).__name__}: {exc}",
+                error_type=type(exc).__name__,
+                traceback="".join(tb_module.format_exception(exc)),
+                output=out.getvalue(),
+                stdout=out.getvalue(),
+                stderr=err.getvalue(),
+                degraded=True,
+            )
+        else:
+            result = ExecutionResult(
+                success=True,
+                outcome=Outcome.OK,
+                output=out.getvalue(),
+                stdout=out.getvalue(),
+                stderr=err.getvalue(),
+                degraded=True,
+            )
+        future.set_result(
+            replace(result, execution_time_ms=round((time.perf_counter() - started) * 1000, 3))
+        )
+        return future
+
+    def run_traces(
+        self,
+        code: str,
+        function_name: str,
+        items: Sequence[TraceItem],
+        policy: Policy,
+        *,
+        deadline: float,
+        on_result: Callable[[int, TraceResult], None],
+    ) -> Future[None]:
+        future: Future[None] = Future()
+        for item in items:
+            data = json.loads(item.data_json)
+            if self._responder is not None:
+                on_result(item.index, replace(self._responder(code, data), index=item.index))
+                continue
+            on_result(item.index, self._run_one(code, function_name, item, data))
+        future.set_result(None)
+        return future
+
+    @staticmethod
+    def _run_one(code: str, function_name: str, item: TraceItem, data: Any) -> TraceResult:
+        started = time.perf_counter()
+        out, err = io.StringIO(), io.StringIO()
+        namespace: dict[str, Any] = {"__name__": "evaljail_eval"}
+        base: dict[str, Any] = {"index": item.index, "trace_id": item.trace_id, "degraded": True}
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                exec(compile(code, "<eval>", "exec"), namespace)  # noqa: S102 - mock, documented
+                value = namespace[function_name](data)
+        except Exception as exc:
+            return TraceResult(
+                **base,
+                success=False,
+                outcome=Outcome.ERROR,
+                error=f"{type(exc).__name__}: {exc}",
+                error_type=type(exc).__name__,
+                stdout=out.getvalue(),
+                stderr=err.getvalue(),
+                execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        verdict = check_return(value)
+        if not verdict.ok:
+            return TraceResult(
+                **base,
+                success=False,
+                outcome=Outcome.SPEC_VIOLATION,
+                error=verdict.message,
+                error_type="SpecViolation",
+                spec_violation=verdict.violation,
+                stdout=out.getvalue(),
+                stderr=err.getvalue(),
+                execution_time_ms=elapsed,
+            )
+        return TraceResult(
+            **base,
+            success=True,
+            outcome=Outcome.PASSED if verdict.passed else Outcome.FAILED,
+            passed=verdict.passed,
+            reason=verdict.reason,
+            stdout=out.getvalue(),
+            stderr=err.getvalue(),
+            execution_time_ms=elapsed,
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": "mock", "isolated": False}
+
+    def close(self) -> None:
+        return None
