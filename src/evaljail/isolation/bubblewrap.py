@@ -64,6 +64,7 @@ class BwrapSpec:
     )
     system_lib_dirs: tuple[str, ...] = _SYSTEM_LIB_DIRS
     extra_args: tuple[str, ...] = ()
+    symlinks: tuple[tuple[str, str], ...] = ()  #: (target, jail path): ``--symlink`` after binds
 
 
 def build_args(spec: BwrapSpec, command: Sequence[str], *, bwrap: str = "bwrap") -> list[str]:
@@ -100,6 +101,8 @@ def build_args(spec: BwrapSpec, command: Sequence[str], *, bwrap: str = "bwrap")
         args += ["--ro-bind", src, dst]
     for src, dst in spec.rw_binds_to:
         args += ["--bind", src, dst]
+    for target, path in spec.symlinks:
+        args += ["--symlink", target, path]
     if spec.proc:
         args += ["--proc", "/proc"]
     if spec.dev:
