@@ -1,0 +1,74 @@
+"""The orchestrator: how a jailed zygote is started for a profile.
+
+Binds, read-only, only the Python runtime (its prefix and the active environment's
+site-packages), the system libraries, and the worker package at :data:`JAIL_WORKER_DIR`. No home,
+no /etc, no project checkout, nothing writable: the root is remounted read-only and there is no
+/tmp. The environment is cleared and rebuilt from :func:`worker_env`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .bubblewrap import BwrapSpec, build_args, runtime_paths
+
+__all__ = ["BOOT", "JAIL_WORKER_DIR", "host_worker_dir", "worker_argv", "worker_env"]
+
+#: Where the worker package appears inside the jail.
+JAIL_WORKER_DIR = "/opt/evaljail/worker"
+
+#: Loads the worker package under the name ``evaljail_worker`` from argv[1] and runs the zygote.
+BOOT = (
+    "import sys, importlib.util as u\n"
+    "p = sys.argv[1]\n"
+    "s = u.spec_from_file_location('evaljail_worker', p + '/__init__.py',"
+    " submodule_search_locations=[p])\n"
+    "m = u.module_from_spec(s); sys.modules['evaljail_worker'] = m; s.loader.exec_module(m)\n"
+    "from evaljail_worker.zygote import main\n"
+    "main()\n"
+)
+
+
+def host_worker_dir() -> Path:
+    """The worker package on the host."""
+    from .. import worker
+
+    return Path(worker.__file__).resolve().parent
+
+
+def worker_env(*, scientific: bool) -> dict[str, str]:
+    """The whole environment of a zygote: nothing from the service's environment."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/nonexistent",
+    }
+    if scientific:
+        env.update(
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            NUMEXPR_NUM_THREADS="1",
+            VECLIB_MAXIMUM_THREADS="1",
+            MPLBACKEND="Agg",
+            MPLCONFIGDIR="/nonexistent",
+        )
+    return env
+
+
+def worker_argv(*, jailed: bool, scientific: bool, bwrap: str = "bwrap") -> list[str]:
+    """The argv that starts one zygote; under bubblewrap unless ``jailed`` is False."""
+    python = sys.executable
+    if not jailed:
+        return [python, "-I", "-c", BOOT, str(host_worker_dir())]
+    spec = BwrapSpec(
+        ro_binds=runtime_paths(),
+        ro_binds_to=((str(host_worker_dir()), JAIL_WORKER_DIR),),
+        tmpfs=(),
+        env=tuple(sorted(worker_env(scientific=scientific).items())),
+        extra_args=("--remount-ro", "/"),
+    )
+    return build_args(spec, [python, "-I", "-c", BOOT, JAIL_WORKER_DIR], bwrap=bwrap)

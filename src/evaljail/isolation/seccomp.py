@@ -1,0 +1,145 @@
+"""Layer 2, system calls: a seccomp-BPF program built once with libseccomp.
+
+The host builds the program (libseccomp through ctypes) and hands the raw BPF bytes to each
+jailed worker; the per-execution child installs them with ``prctl(PR_SET_SECCOMP)`` so the code
+inside the jail needs neither libseccomp nor anything beyond the standard library.
+
+Denied calls fail with ``EPERM`` (so Python raises ``PermissionError`` — a precise, testable
+outcome). System calls of a foreign architecture (i386 ``int 0x80``, x32) kill the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from dataclasses import dataclass
+
+from ..errors import IsolationError
+
+__all__ = ["DENIED_SYSCALLS", "SeccompProgram", "build_program", "libseccomp_version"]
+
+#: What an execution may never do. Grouped by the attack each group stops.
+DENIED_SYSCALLS: tuple[str, ...] = (
+    # network
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+    # new programs and new processes or threads
+    "execve", "execveat", "fork", "vfork", "clone", "clone3",
+    # other processes: tracing, signalling, reading their memory
+    "ptrace", "process_vm_readv", "process_vm_writev", "kill", "tkill", "tgkill",
+    "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal", "pidfd_getfd",
+    "kcmp",
+    # namespaces, mounts and the kernel's own state
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "fsopen", "fsmount",
+    "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "syslog", "acct", "quotactl", "personality",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
+    "setdomainname", "iopl", "ioperm", "name_to_handle_at", "open_by_handle_at",
+    "lookup_dcookie", "move_pages", "migrate_pages", "mbind", "set_mempolicy",
+    "vhangup", "uselib", "nfsservctl", "seccomp",
+)  # fmt: skip
+
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_ACT_KILL_PROCESS = 0x80000000
+
+
+def _scmp_act_errno(errno: int) -> int:
+    return 0x00050000 | (errno & 0x0000FFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class SeccompProgram:
+    """A compiled filter: raw ``struct sock_filter`` bytes, ready for ``PR_SET_SECCOMP``."""
+
+    bpf: bytes
+    denied: tuple[str, ...]  #: the syscalls this kernel knows that the filter denies
+
+    @property
+    def instructions(self) -> int:
+        return len(self.bpf) // 8
+
+
+def _load() -> ctypes.CDLL:
+    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise IsolationError(
+            "libseccomp is not installed (apt-get install libseccomp2)",
+            details={"library": name},
+        ) from exc
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add.restype = ctypes.c_int
+    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_export_bpf.restype = ctypes.c_int
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_attr_set.restype = ctypes.c_int
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    return lib
+
+
+def libseccomp_version() -> str | None:
+    """``"2.5.4"`` or None when libseccomp cannot be loaded."""
+    try:
+        lib = _load()
+    except IsolationError:
+        return None
+
+    class _Version(ctypes.Structure):
+        _fields_ = (("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint))
+
+    lib.seccomp_version.restype = ctypes.POINTER(_Version)
+    v = lib.seccomp_version().contents
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
+_SCMP_FLTATR_ACT_BADARCH = 2
+_SCMP_FLTATR_CTL_NNP = 3
+
+
+def build_program(denied: tuple[str, ...] = DENIED_SYSCALLS) -> SeccompProgram:
+    """Compile the filter: allow by default, ``EPERM`` for ``denied``, kill on a foreign arch."""
+    lib = _load()
+    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
+    if not ctx:
+        raise IsolationError("seccomp_init failed")
+    try:
+        # The child sets no_new_privs itself; a foreign architecture kills the process.
+        lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_NNP, 0)
+        lib.seccomp_attr_set(ctx, _SCMP_FLTATR_ACT_BADARCH, _SCMP_ACT_KILL_PROCESS)
+        known: list[str] = []
+        for name in denied:
+            nr = lib.seccomp_syscall_resolve_name(name.encode())
+            if nr < 0:  # __NR_SCMP_ERROR: this kernel/arch has no such call
+                continue
+            rc = lib.seccomp_rule_add(ctx, _scmp_act_errno(1), nr, 0)
+            if rc < 0:
+                raise IsolationError(f"seccomp_rule_add({name}) failed: {os.strerror(-rc)}")
+            known.append(name)
+        read_fd, write_fd = os.pipe()
+        try:
+            rc = lib.seccomp_export_bpf(ctx, write_fd)
+            os.close(write_fd)
+            write_fd = -1
+            if rc < 0:
+                raise IsolationError(f"seccomp_export_bpf failed: {os.strerror(-rc)}")
+            chunks = []
+            while chunk := os.read(read_fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+    finally:
+        lib.seccomp_release(ctx)
+    bpf = b"".join(chunks)
+    if not bpf or len(bpf) % 8:
+        raise IsolationError(f"libseccomp exported a malformed program ({len(bpf)} bytes)")
+    return SeccompProgram(bpf=bpf, denied=tuple(known))

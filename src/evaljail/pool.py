@@ -1,0 +1,720 @@
+"""Layer 3: a pool of warm, jailed zygotes with deadlines, scaling and recycling.
+
+One dispatcher thread owns each worker process and talks to it over pipes; callers get
+``concurrent.futures.Future`` objects, so neither the sync API nor an event loop ever blocks on a
+worker. The pool keeps ``min_size`` core workers warm, grows to ``max_size`` under queue pressure,
+shrinks after ``idle_timeout_s``, recycles a worker after ``recycle_after`` executions, and
+replaces any worker that crashes or misses the backstop deadline (its own deadline plus grace).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import math
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ConfigurationError,
+    IsolationUnavailableError,
+    PoolClosedError,
+    QueueFullError,
+    WorkerCrashedError,
+)
+from .isolation.jail import worker_argv
+from .isolation.probe import Capabilities, probe
+from .policy import CORE_IMPORTS, SCIENTIFIC_IMPORTS, Policy, Profile
+from .policy.contract import check_return
+from .types import ExecutionResult, Outcome, TraceResult
+from .worker.protocol import FrameError, FrameReader, encode_frame, write_all
+
+if TYPE_CHECKING:
+    from .runner import TraceItem
+    from .settings import Settings
+
+__all__ = ["Pool", "PoolStats"]
+
+_STARTUP_TIMEOUT_S = 60.0
+_BACKSTOP_GRACE_S = 2.0
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolStats:
+    size: int
+    busy: int
+    queued: int
+    min_size: int
+    max_size: int
+    executions: int
+    workers_started: int
+    workers_replaced: int
+    by_profile: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "busy": self.busy,
+            "queue": self.queued,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "executions": self.executions,
+            "workers_started": self.workers_started,
+            "workers_replaced": self.workers_replaced,
+            "by_profile": dict(self.by_profile),
+        }
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+class _Opaque:
+    """A returned value that is not a plain type, known only by its type name."""
+
+    __slots__ = ("evaljail_type_name", "text")
+
+    def __init__(self, type_name: str, text: str) -> None:
+        self.evaljail_type_name = type_name
+        self.text = text
+
+
+def _decode_value(d: Any) -> Any:
+    if not isinstance(d, dict):
+        return _Opaque("unknown", "")
+    t = d.get("t")
+    if t in ("bool", "str", "int", "float"):
+        return d.get("v")
+    if t == "NoneType":
+        return None
+    if t == "tuple":
+        items = [_decode_value(i) for i in d.get("items", [])]
+        length = int(d.get("len", len(items)))
+        items += [_Opaque("object", "")] * max(length - len(items), 0)
+        return tuple(items)
+    return _Opaque(str(t), str(d.get("r", "")))
+
+
+def _failure(raw: dict[str, Any], policy: Policy) -> tuple[Outcome, str, str | None]:
+    """Outcome, error message and error type for a raw result that did not succeed."""
+    status = raw.get("status")
+    limits = policy.limits
+    if status == "error":
+        return Outcome.ERROR, str(raw.get("error", "error")), raw.get("error_type")
+    if status == "timeout":
+        return (Outcome.TIMEOUT, f"Execution timeout exceeded {limits.timeout_ms}ms",
+                "TimeoutError")  # fmt: skip
+    if status == "cpu":
+        return (Outcome.TIMEOUT, f"CPU time limit exceeded ({limits.cpu_seconds} s)",
+                "TimeoutError")  # fmt: skip
+    if status == "budget":
+        return (Outcome.TIMEOUT, "Batch time budget exhausted before this trace ran",
+                "TimeoutError")  # fmt: skip
+    if status == "memory":
+        return (Outcome.MEMORY,
+                f"Memory limit exceeded ({limits.memory_bytes // _MIB} MB)", "MemoryError")  # fmt: skip
+    if status == "output_limit":
+        stream = raw.get("stream", "output")
+        return (Outcome.OUTPUT_LIMIT,
+                f"Output limit exceeded: {stream} over {limits.output_bytes} characters",
+                "OutputLimitExceeded")  # fmt: skip
+    if status == "internal":
+        return (Outcome.CRASHED, f"Sandbox failure: {raw.get('error', 'unknown')}",
+                "SandboxError")  # fmt: skip
+    return (Outcome.CRASHED, f"Process crashed: {raw.get('error', 'no result')}",
+            "ProcessCrashed")  # fmt: skip
+
+
+def _common(raw: dict[str, Any], degraded: bool) -> dict[str, Any]:
+    return {
+        "stdout": str(raw.get("stdout", "")),
+        "stderr": str(raw.get("stderr", "")),
+        "execution_time_ms": float(raw.get("elapsed_ms", 0.0)),
+        "cpu_ms": float(raw.get("cpu_ms", 0.0)),
+        "memory_peak_kb": int(raw.get("maxrss_kb", 0)),
+        "degraded": degraded,
+    }
+
+
+def script_result(raw: dict[str, Any], policy: Policy, *, degraded: bool) -> ExecutionResult:
+    common = _common(raw, degraded)
+    if raw.get("status") == "ok":
+        return ExecutionResult(success=True, outcome=Outcome.OK, output=common["stdout"], **common)
+    outcome, error, error_type = _failure(raw, policy)
+    return ExecutionResult(
+        success=False,
+        outcome=outcome,
+        output=common["stdout"],
+        error=error,
+        error_type=error_type,
+        traceback=raw.get("traceback"),
+        **common,
+    )
+
+
+def trace_result(
+    raw: dict[str, Any], item: TraceItem, policy: Policy, *, degraded: bool
+) -> TraceResult:
+    common = _common(raw, degraded)
+    ident = {"index": item.index, "trace_id": item.trace_id}
+    if raw.get("status") != "ok":
+        outcome, error, error_type = _failure(raw, policy)
+        return TraceResult(**ident, success=False, outcome=outcome, error=error,
+                           error_type=error_type, traceback=raw.get("traceback"),
+                           **common)  # fmt: skip
+    verdict = check_return(_decode_value(raw.get("value")))
+    if not verdict.ok:
+        return TraceResult(**ident, success=False, outcome=Outcome.SPEC_VIOLATION,
+                           error=verdict.message, spec_violation=verdict.violation,
+                           **common)  # fmt: skip
+    return TraceResult(
+        **ident,
+        success=True,
+        outcome=Outcome.PASSED if verdict.passed else Outcome.FAILED,
+        passed=verdict.passed,
+        reason=verdict.reason,
+        **common,
+    )
+
+
+# -- jobs and workers -------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class _Job:
+    profile: Profile
+    mode: str
+    code: str
+    function: str | None
+    items: Sequence[TraceItem] | None
+    policy: Policy
+    deadline: float  #: monotonic; the batch budget
+    on_raw: Callable[[int, dict[str, Any]], None]
+    on_done: Callable[[BaseException | None], None]
+
+
+class _Worker:
+    """The host's handle on one jailed zygote process."""
+
+    def __init__(self, argv: list[str], init: dict[str, Any], profile: Profile) -> None:
+        self.profile = profile
+        self.executions = 0
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            env={},
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in = self.proc.stdin.fileno()
+        self._reader = FrameReader(self.proc.stdout.fileno())
+        self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=64)
+        threading.Thread(target=self._drain_stderr, daemon=True, name="evaljail-stderr").start()
+        try:
+            write_all(self._in, encode_frame(init))
+            ready = self._reader.read(time.monotonic() + _STARTUP_TIMEOUT_S)
+        except (FrameError, OSError) as exc:
+            self.kill()
+            raise WorkerCrashedError(
+                f"a jailed worker failed to start: {exc}; stderr: {self.stderr_tail()}"
+            ) from exc
+        if ready.get("op") != "ready":
+            self.kill()
+            raise WorkerCrashedError(f"unexpected first frame from a worker: {ready.get('op')}")
+        self.info = ready
+
+    def _drain_stderr(self) -> None:
+        stream = self.proc.stderr
+        assert stream is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in iter(stream.readline, b""):
+                self._stderr_tail.append(line[:512])
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr_tail).decode("utf-8", "replace")[-2000:]
+
+    def run(self, job: _Job, request_id: int) -> None:
+        """Send one job and relay its results; raises WorkerCrashedError on any breakage."""
+        items = job.items
+        message: dict[str, Any] = {
+            "op": "run",
+            "id": request_id,
+            "mode": job.mode,
+            "code": job.code,
+            "function": job.function,
+            "policy": job.policy.to_wire(),
+            "budget_ms": max((job.deadline - time.monotonic()) * 1000, 1.0),
+        }
+        if items is not None:
+            message["items"] = [[i.index, i.data_json] for i in items]
+        per_item_s = job.policy.limits.timeout_ms / 1000 + _BACKSTOP_GRACE_S
+        try:
+            write_all(self._in, encode_frame(message))
+            while True:
+                frame = self._reader.read(time.monotonic() + per_item_s)
+                if frame.get("id") != request_id:
+                    raise WorkerCrashedError("a worker answered out of turn")
+                if frame.get("op") == "done":
+                    return
+                self.executions += 1
+                job.on_raw(int(frame.get("index", 0)), frame)
+        except (FrameError, OSError) as exc:
+            time.sleep(0.05)  # let the stderr drain catch the worker's last words
+            raise WorkerCrashedError(
+                f"a jailed worker stopped answering: {exc}",
+                details={"stderr": self.stderr_tail()},
+            ) from exc
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, FrameError):
+            write_all(self._in, encode_frame({"op": "exit"}))
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._close_pipes()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+# -- the pool ---------------------------------------------------------------------------------
+
+
+class Pool:
+    """Warm jailed workers. Implements the runner's Backend protocol."""
+
+    name = "local"
+    analyzes = False
+
+    def __init__(
+        self,
+        *,
+        min_size: int = 3,
+        max_size: int = 15,
+        queue_size: int = 10_000,
+        isolation: str = "strict",
+        idle_timeout_s: float = 60.0,
+        recycle_after: int = 5_000,
+        scientific_min_size: int = 0,
+        capabilities: Capabilities | None = None,
+    ) -> None:
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ConfigurationError(
+                f"pool sizes must satisfy 0 <= min ({min_size}) <= max ({max_size}), max >= 1"
+            )
+        if isolation not in ("strict", "degraded"):
+            raise ConfigurationError(f"isolation must be 'strict' or 'degraded', not {isolation!r}")
+        self.min_size = min_size
+        self.max_size = max_size
+        self.queue_size = queue_size
+        self.isolation = isolation
+        self.idle_timeout_s = idle_timeout_s
+        self.recycle_after = recycle_after
+        self.scientific_min_size = scientific_min_size
+        self._caps = capabilities
+        self._lock = threading.Condition()
+        self._queues: dict[Profile, collections.deque[_Job]] = {p: collections.deque()
+                                                                for p in Profile}  # fmt: skip
+        self._workers: dict[Profile, int] = dict.fromkeys(Profile, 0)
+        self._starting: dict[Profile, int] = dict.fromkeys(Profile, 0)
+        self._idle: dict[Profile, int] = dict.fromkeys(Profile, 0)
+        self._live: set[_Worker] = set()
+        self._threads: set[threading.Thread] = set()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._started = False
+        self._executions = 0
+        self._workers_started = 0
+        self._workers_replaced = 0
+        self._jailed = True
+        self._seccomp_hex: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pool:
+        return cls(
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            queue_size=settings.queue_size,
+            isolation=settings.isolation,
+        )
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            self._caps = probe()
+        return self._caps
+
+    @property
+    def degraded(self) -> bool:
+        return not (self._jailed and self._seccomp_hex is not None)
+
+    def start(self) -> None:
+        """Probe the host, refuse unsafe modes, and warm ``min_size`` core workers."""
+        if self._started:
+            return
+        caps = self.capabilities
+        if not caps.strict_ok and self.isolation == "strict":
+            raise IsolationUnavailableError(
+                "strict isolation is not available on this host: "
+                + "; ".join(caps.missing)
+                + ". Fix the host (see `evaljail doctor`) or set EVALJAIL_ISOLATION=degraded "
+                "for development only.",
+                details={"missing": list(caps.missing)},
+            )
+        self._jailed = caps.layer("namespaces").enabled
+        program = caps.seccomp_program
+        self._seccomp_hex = program.bpf.hex() if program is not None else None
+        self._started = True
+        # Fail fast and loudly: wait here for the first worker, started by its own thread.
+        first_ready = threading.Event()
+        errors: list[BaseException] = []
+        self._grow(Profile.CORE, ready=first_ready, errors=errors)
+        first_ready.wait()
+        if errors:
+            self.close()
+            raise errors[0]
+        for _ in range(self.min_size - 1):
+            self._grow(Profile.CORE)
+        for _ in range(self.scientific_min_size):
+            self._grow(Profile.SCIENTIFIC)
+
+    def _init_message(self, profile: Profile) -> dict[str, Any]:
+        preload = sorted(CORE_IMPORTS)
+        policy = Policy.core()
+        if profile is Profile.SCIENTIFIC:
+            preload += ["numpy", "pandas", "matplotlib"]
+            policy = Policy.scientific()
+        return {
+            "op": "init",
+            "preload": preload,
+            "seccomp_bpf": self._seccomp_hex,
+            "policy": policy.to_wire(),
+        }
+
+    def _spawn_worker(self, profile: Profile) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise WorkerCrashedError("the pool is shutting down")
+        argv = worker_argv(jailed=self._jailed, scientific=profile is Profile.SCIENTIFIC,
+                           bwrap=self.capabilities.bwrap or "bwrap")  # fmt: skip
+        worker = _Worker(argv, self._init_message(profile), profile)
+        with self._lock:
+            self._workers_started += 1
+        return worker
+
+    def _grow(
+        self,
+        profile: Profile,
+        *,
+        ready: threading.Event | None = None,
+        errors: list[BaseException] | None = None,
+    ) -> None:
+        """Start one more worker. Its dispatcher thread spawns it and owns it for life: bwrap's
+        ``--die-with-parent`` follows the *thread* that started it, so no other thread may."""
+        with self._lock:
+            total = sum(self._workers.values()) + sum(self._starting.values())
+            if self._closed or total >= self.max_size:
+                if ready is not None:
+                    ready.set()
+                return
+            self._starting[profile] += 1
+            thread = threading.Thread(target=self._own, args=(profile, ready, errors),
+                                      daemon=True, name=f"evaljail-{profile.value}")  # fmt: skip
+            self._threads.add(thread)
+        thread.start()
+
+    def _own(
+        self,
+        profile: Profile,
+        ready: threading.Event | None,
+        errors: list[BaseException] | None,
+    ) -> None:
+        try:
+            worker = self._spawn_worker(profile)
+        except WorkerCrashedError as exc:
+            with self._lock:
+                self._starting[profile] -= 1
+                self._threads.discard(threading.current_thread())
+                self._fail_queue_if_orphaned(profile)
+            if errors is not None:
+                errors.append(exc)
+            if ready is not None:
+                ready.set()
+            return
+        with self._lock:
+            self._starting[profile] -= 1
+            self._workers[profile] += 1
+            self._live.add(worker)
+        if ready is not None:
+            ready.set()
+        self._serve(worker)
+
+    def _fail_queue_if_orphaned(self, profile: Profile) -> None:
+        """(lock held) No worker of this profile can start: fail what waits for one."""
+        if self._workers[profile] or self._starting[profile]:
+            return
+        queue = self._queues[profile]
+        while queue:
+            job = queue.popleft()
+            job.on_done(WorkerCrashedError(f"no {profile.value} worker could be started"))
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def _serve(self, worker: _Worker) -> None:
+        profile = worker.profile
+        queue = self._queues[profile]
+        try:
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                    self._idle[profile] += 1
+                    idle_since = time.monotonic()
+                    while not queue and not self._closed:
+                        waited = time.monotonic() - idle_since
+                        floor = self.min_size if profile is Profile.CORE else \
+                            self.scientific_min_size  # fmt: skip
+                        if waited >= self.idle_timeout_s and self._workers[profile] > floor:
+                            self._idle[profile] -= 1
+                            return
+                        self._lock.wait(timeout=max(self.idle_timeout_s - waited, 0.05))
+                    self._idle[profile] -= 1
+                    if self._closed:
+                        return
+                    job = queue.popleft()
+                error: BaseException | None = None
+                try:
+                    worker.run(job, next(self._ids))
+                except WorkerCrashedError as exc:
+                    error = exc
+                job.on_done(error)
+                if error is not None or not worker.alive():
+                    with self._lock:
+                        self._workers_replaced += 1
+                    return
+                if worker.executions >= self.recycle_after:
+                    return
+        finally:
+            with self._lock:
+                self._workers[profile] -= 1
+                self._live.discard(worker)
+                self._threads.discard(threading.current_thread())
+                closed = self._closed
+                need = (self.min_size if profile is Profile.CORE else 0) - self._workers[profile]
+                need = max(need, 1 if queue else 0) - self._starting[profile]
+            if worker.alive():
+                worker.stop()
+            else:
+                worker.kill()
+            if not closed:
+                for _ in range(max(need, 0)):
+                    self._grow(profile)
+
+    def _submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise PoolClosedError("the pool is shut down")
+            if not self._started:
+                raise PoolClosedError("the pool is not started")
+            queue = self._queues[job.profile]
+            if sum(len(q) for q in self._queues.values()) >= self.queue_size:
+                raise QueueFullError(
+                    f"the execution queue is full ({self.queue_size} waiting); retry later",
+                    details={"queue_size": self.queue_size},
+                )
+            queue.append(job)
+            pressure = len(queue) > self._idle[job.profile] + self._starting[job.profile]
+            self._lock.notify()
+        if pressure:
+            self._grow(job.profile)
+
+    # -- Backend protocol ----------------------------------------------------------------------
+
+    @staticmethod
+    def _route(policy: Policy, code: str) -> Profile:
+        """The scientific zygote only for code that mentions a scientific module."""
+        if policy.profile is Profile.SCIENTIFIC and any(m in code for m in SCIENTIFIC_IMPORTS):
+            return Profile.SCIENTIFIC
+        return Profile.CORE
+
+    def run_script(self, code: str, policy: Policy) -> Future[ExecutionResult]:
+        future: Future[ExecutionResult] = Future()
+        future.set_running_or_notify_cancel()
+        degraded = self.degraded
+        box: list[ExecutionResult] = []
+
+        def on_raw(_index: int, raw: dict[str, Any]) -> None:
+            result = script_result(raw, policy, degraded=degraded)
+            box.append(result)
+            with self._lock:
+                self._executions += 1
+            future.set_result(result)
+
+        def on_done(error: BaseException | None) -> None:
+            if box:
+                return
+            if error is None:
+                error = WorkerCrashedError("the worker finished without a result")
+            future.set_exception(error)
+
+        self._submit(_Job(
+            profile=self._route(policy, code), mode="script", code=code, function=None,
+            items=None, policy=policy,
+            deadline=time.monotonic() + policy.limits.timeout_ms / 1000 + 60,
+            on_raw=on_raw, on_done=on_done,
+        ))  # fmt: skip
+        return future
+
+    def run_traces(
+        self,
+        code: str,
+        function_name: str,
+        items: Sequence[TraceItem],
+        policy: Policy,
+        *,
+        deadline: float,
+        on_result: Callable[[int, TraceResult], None],
+    ) -> Future[None]:
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        if not items:
+            future.set_result(None)
+            return future
+        profile = self._route(policy, code)
+        degraded = self.degraded
+        by_index = {item.index: item for item in items}
+        remaining = [len(items)]
+        delivered: set[int] = set()
+        state = threading.Lock()
+        with self._lock:
+            workers = max(self._workers[profile] + self._starting[profile], 1)
+            workers = min(max(workers, self.min_size), self.max_size)
+        chunk = max(1, min(64, math.ceil(len(items) / (workers * 4))))
+        chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+        pending_chunks = [len(chunks)]
+
+        def finish_one(index: int, result: TraceResult) -> None:
+            with state:
+                if index in delivered:
+                    return
+                delivered.add(index)
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            with self._lock:
+                self._executions += 1
+            on_result(index, result)
+            if last:
+                future.set_result(None)
+
+        def on_raw(index: int, raw: dict[str, Any]) -> None:
+            item = by_index.get(index)
+            if item is not None:
+                finish_one(index, trace_result(raw, item, policy, degraded=degraded))
+
+        def make_on_done(part: Sequence[TraceItem]) -> Callable[[BaseException | None], None]:
+            def on_done(error: BaseException | None) -> None:
+                for item in part:
+                    if item.index not in delivered:
+                        why = str(error) if error else "the worker finished without a result"
+                        finish_one(item.index, TraceResult(
+                            index=item.index, trace_id=item.trace_id, success=False,
+                            outcome=Outcome.CRASHED, error=f"Process crashed: {why}",
+                            error_type="WorkerCrashed", degraded=degraded,
+                        ))  # fmt: skip
+                with state:
+                    pending_chunks[0] -= 1
+
+            return on_done
+
+        for part in chunks:
+            self._submit(_Job(
+                profile=profile, mode="eval", code=code, function=function_name, items=part,
+                policy=policy, deadline=deadline, on_raw=on_raw, on_done=make_on_done(part),
+            ))  # fmt: skip
+        return future
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            size = sum(self._workers.values())
+            idle = sum(self._idle.values())
+            return PoolStats(
+                size=size,
+                busy=size - idle,
+                queued=sum(len(q) for q in self._queues.values()),
+                min_size=self.min_size,
+                max_size=self.max_size,
+                executions=self._executions,
+                workers_started=self._workers_started,
+                workers_replaced=self._workers_replaced,
+                by_profile={p.value: n for p, n in self._workers.items()},
+            )
+
+    def health(self) -> dict[str, Any]:
+        caps = self.capabilities
+        return {
+            "backend": self.name,
+            "isolation_mode": self.isolation,
+            "degraded": self.degraded,
+            "layers": caps.to_dict(),
+            "pool": self.stats().to_dict(),
+        }
+
+    def worker_pids(self) -> list[int]:
+        """Host pids of the bubblewrap processes (for tests and diagnostics)."""
+        with self._lock:
+            return [w.proc.pid for w in self._live]
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Finish running jobs, fail queued ones, stop every worker; no orphans."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            queued = [job for q in self._queues.values() for job in q]
+            for q in self._queues.values():
+                q.clear()
+            self._lock.notify_all()
+            threads = list(self._threads)
+        for job in queued:
+            job.on_done(PoolClosedError("the pool shut down before this job ran"))
+        end = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(end - time.monotonic(), 0.1))
+        with self._lock:
+            leftovers = list(self._live)
+        for worker in leftovers:
+            worker.kill()
+
+    def __enter__(self) -> Pool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,161 @@
+"""The run-time Python guard of the per-execution child (mirrors static analysis).
+
+This is defence in depth, *not* a security boundary by itself: Python-level sandboxes are
+escapable, which is why the child is also confined by bubblewrap, seccomp and rlimits. The guard
+makes the honest failure modes precise (``ImportError: import of 'os' is not allowed``) and
+closes the easy doors: blocked builtins are absent, imports go through the allow-list, and
+``getattr``/``setattr``/``delattr``/``hasattr`` refuse dunder and frame names.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import unicodedata
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "BoundedWriter",
+    "OutputLimitExceeded",
+    "describe_value",
+    "restricted_builtins",
+]
+
+_FRAME_ATTRS = frozenset(
+    {
+        "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "f_trace", "gi_frame",
+        "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code",
+        "ag_await", "tb_frame", "tb_next", "co_code", "func_globals", "mro",
+    }
+)  # fmt: skip
+
+
+class OutputLimitExceeded(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside user code when stdout or stderr passes the output cap.
+
+    A BaseException so that ``except Exception`` in user code cannot swallow it.
+    """
+
+
+class BoundedWriter(io.TextIOBase):
+    """A text stream that keeps at most ``limit`` characters, then stops the execution."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        super().__init__()
+        self._parts: list[str] = []
+        self._size = 0
+        self._limit = limit
+        self._name = name
+        self.truncated = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        room = self._limit - self._size
+        if len(s) > room:
+            self._parts.append(s[: max(room, 0)])
+            self._size = self._limit
+            self.truncated = True
+            raise OutputLimitExceeded(self._name)
+        self._parts.append(s)
+        self._size += len(s)
+        return len(s)
+
+    def getvalue(self) -> str:
+        text = "".join(self._parts)
+        if self.truncated:
+            text += f"\n[evaljail: {self._name} truncated at {self._limit} characters]\n"
+        return text
+
+
+def _bad_name(name: object) -> str | None:
+    """Why ``name`` may not be used as an attribute name (None when it may)."""
+    if not isinstance(name, str):
+        return None
+    norm = unicodedata.normalize("NFKC", name)
+    if norm.startswith("__") and norm.endswith("__"):
+        return f"access to dunder attribute {norm!r} is not allowed"
+    if norm in _FRAME_ATTRS:
+        return f"access to internal attribute {norm!r} is not allowed"
+    return None
+
+
+def _guarded_attr_fn(real: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(obj: Any, name: Any, *args: Any) -> Any:
+        why = _bad_name(name)
+        if why is not None:
+            raise AttributeError(why)
+        return real(obj, name, *args)
+
+    guarded.__name__ = real.__name__
+    guarded.__qualname__ = real.__name__
+    guarded.__doc__ = real.__doc__
+    return guarded
+
+
+def _make_import(
+    allowed: frozenset[str], real_import: Callable[..., ModuleType]
+) -> Callable[..., ModuleType]:
+    def guarded_import(
+        name: str,
+        globals: dict[str, Any] | None = None,  # noqa: A002 - mirrors __import__
+        locals: dict[str, Any] | None = None,  # noqa: A002
+        fromlist: Iterable[str] | None = (),
+        level: int = 0,
+    ) -> ModuleType:
+        if level != 0:
+            raise ImportError("relative imports are not allowed")
+        if not isinstance(name, str) or name.split(".")[0] not in allowed:
+            raise ImportError(f"import of {name!r} is not allowed", name=str(name))
+        module = real_import(name, globals, locals, fromlist, 0)
+        for item in fromlist or ():
+            value = getattr(module, item, None) if isinstance(item, str) else None
+            if isinstance(value, ModuleType) and value.__name__.split(".")[0] not in allowed:
+                raise ImportError(f"import of {value.__name__!r} is not allowed")
+        return module
+
+    return guarded_import
+
+
+def restricted_builtins(allowed_imports: Iterable[str], blocked: Iterable[str]) -> dict[str, Any]:
+    """A fresh ``__builtins__`` dict without the blocked names and with guarded hooks."""
+    blocked_set = frozenset(blocked)
+    safe = {k: v for k, v in vars(builtins).items() if k not in blocked_set}
+    safe["__import__"] = _make_import(frozenset(allowed_imports), builtins.__import__)
+    for name in ("getattr", "setattr", "delattr", "hasattr"):
+        safe[name] = _guarded_attr_fn(getattr(builtins, name))
+    return safe
+
+
+def describe_value(value: Any, *, text_limit: int, depth: int = 0) -> dict[str, Any]:
+    """An eval's return value as plain JSON that keeps exact types for the contract check.
+
+    Never calls user-defined methods except ``repr`` on unknown objects (guarded, truncated).
+    """
+    kind = type(value)
+    if kind is bool:
+        return {"t": "bool", "v": value}
+    if kind is str:
+        return {"t": "str", "v": value[:text_limit]}
+    if value is None:
+        return {"t": "NoneType"}
+    if kind is int:
+        return {"t": "int", "v": value if -(2**53) < value < 2**53 else 0}
+    if kind is float:
+        return {"t": "float", "v": value if value == value and abs(value) != float("inf") else 0}
+    if kind is tuple and depth == 0:
+        return {
+            "t": "tuple",
+            "len": len(value),
+            "items": [describe_value(v, text_limit=text_limit, depth=1) for v in value[:3]],
+        }
+    try:
+        text = repr(value)[:200]
+    except BaseException:  # noqa: BLE001 - a hostile __repr__ must not break the frame
+        text = "<unrepresentable>"
+    return {"t": kind.__name__, "r": text}
