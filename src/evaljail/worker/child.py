@@ -105,6 +105,7 @@ def spare_main(
     close_fds: tuple[int, ...],
     seccomp: SeccompFilter | None,
     builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]],
+    warm: bool = True,
 ) -> NoReturn:
     """A pre-forked child: confine what does not depend on the request, wait, then run it.
 
@@ -119,7 +120,8 @@ def spare_main(
             os.close(fd)
         if seccomp is not None:
             seccomp.install()
-        _warm_up(builtins_cache)
+        if warm:
+            _warm_up(builtins_cache)
         reader = FrameReader(work_fd)
         try:
             header = reader.read()
