@@ -1,5 +1,5 @@
 """The executor HTTP service (FastAPI). The only package that imports a web framework."""
 
-from .app import check_bind_security, create_app
+from .app import check_bind_security, create_app, wait_until_warm
 
-__all__ = ["check_bind_security", "create_app"]
+__all__ = ["check_bind_security", "create_app", "wait_until_warm"]

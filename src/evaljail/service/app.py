@@ -63,7 +63,7 @@ from .models import (
     HealthResponse,
 )
 
-__all__ = ["NDJSON", "check_bind_security", "create_app"]
+__all__ = ["NDJSON", "check_bind_security", "create_app", "wait_until_warm"]
 
 _log = logging.getLogger("evaljail.service")
 
@@ -89,6 +89,22 @@ def check_bind_security(settings: Settings) -> None:
             "EVALJAIL_API_TOKEN (a bearer token of at least 16 characters)",
             details={"variable": "EVALJAIL_API_TOKEN"},
         )
+
+
+def wait_until_warm(runner: PythonRunner, *, timeout_s: float = 60.0) -> bool:
+    """Block until the backend's pool reports ``size >= min_size`` (True), or ``timeout_s``
+    passes (False). Backends without a pool are warm at once."""
+    end = time.monotonic() + timeout_s
+    while True:
+        pool = runner.health().get("pool")
+        if not isinstance(pool, Mapping):
+            return True
+        size, minimum = pool.get("size"), pool.get("min_size")
+        if not isinstance(size, int) or not isinstance(minimum, int) or size >= minimum:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
 
 
 @dataclass(slots=True)
@@ -232,11 +248,12 @@ def _optional_sandboxes(
         return namespace, False, build_router
     core = importlib.import_module("evaljail.sandboxes")
     cls = getattr(core, "SandboxNamespace", None)
-    factory = getattr(cls, "from_settings", None)
-    if not callable(factory):
-        _log.warning("named sandboxes disabled: SandboxNamespace.from_settings is missing")
+    if cls is None:
+        _log.warning("named sandboxes disabled: evaljail.sandboxes has no SandboxNamespace")
         return None, False, None
-    return factory(settings), True, build_router
+    factory = getattr(cls, "from_settings", None)
+    built = factory(settings) if callable(factory) else cls(settings=settings)
+    return built, True, build_router
 
 
 def _cap_timeout(requested: int | None, runner: PythonRunner, settings: Settings) -> int:
@@ -277,6 +294,7 @@ def create_app(
                 _log.error("backend failed to start", extra={"error_type": type(exc).__name__})
                 raise
             state.owns_runner = True
+            await asyncio.to_thread(wait_until_warm, state.runner)
         state.phase, state.reason = "ready", ""
         _log.info("ready", extra={"backend": state.runner.backend.name})
         try:

@@ -17,7 +17,12 @@ from typing import Any, TextIO
 __all__ = ["JsonFormatter", "configure_logging"]
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
+}
 #: Fields never written, whatever a caller passes.
 _REDACTED = frozenset({"code", "source", "trace", "traces", "data", "token", "authorization"})
 
