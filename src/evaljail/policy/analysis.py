@@ -1,22 +1,49 @@
-"""Static analysis (layer 1). PLACEHOLDER: parses only; the full rule set is being written."""
+"""Static analysis (layer 1): parse untrusted source and report what the policy forbids.
+
+:func:`analyze` is pure (no I/O, no state) and parses with :mod:`ast`, never with patterns. It
+returns every finding as a :class:`~evaljail.types.Violation` with a stable rule id, a 1-based
+line and (character) column, a message and a hint; the rule ids are listed in
+``docs/static-analysis.md``. It is a fast first rejection, never the only defence: the jail
+(layers 2 to 4) stops what it misses.
+
+Input it cannot analyse safely is an exception, never a crash or a stall:
+
+- source over ``policy.limits.max_source_bytes`` raises :class:`SourceTooLargeError` (checked
+  before anything is decoded or parsed);
+- source nested deeper than ``policy.limits.max_nesting`` (AST depth), or deeper than the
+  CPython tokenizer and parser accept (200 brackets, 100 indentation levels, parser stack),
+  raises :class:`SourceTooComplexError`.
+
+Source that is not text is a finding, not an exception: bytes that do not decode (UTF-8 unless
+a PEP 263 coding comment says otherwise) and strings with lone surrogates give an
+``encoding-error`` violation; null bytes give a ``syntax-error`` violation, as in Python 3.12.
+"""
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import SourceTooLargeError
+from ..errors import ConfigurationError, SourceTooComplexError, SourceTooLargeError
 from ..types import Violation
+from ._checker import Checker, Finding
 from ._policy import Policy
+from ._rules import RULES
 
 __all__ = ["AnalysisReport", "analyze"]
+
+#: Syntax errors that are the tokenizer's nesting limits: "too complex", not "invalid".
+_TOKENIZER_LIMITS = ("too many nested parentheses", "too many levels of indentation")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AnalysisReport:
     """What static analysis found in one source."""
 
-    violations: tuple[Violation, ...]
+    violations: tuple[Violation, ...]  #: sorted by position; empty when the source is accepted
     tree: ast.Module | None  #: None when the source does not parse
     imports: frozenset[str]  #: every module name the source imports (full dotted names)
 
@@ -24,18 +51,133 @@ class AnalysisReport:
     def ok(self) -> bool:
         return not self.violations
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "violations": [v.to_dict() for v in self.violations],
+            "imports": sorted(self.imports),
+        }
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of ``text[index]`` (lines end at \\n, \\r\\n or \\r)."""
+    head = text[:index].replace("\r\n", "\n").replace("\r", "\n")
+    line = head.count("\n") + 1
+    return line, len(head) - head.rfind("\n")
+
+
+def _rejected(rule_id: str, line: int, col: int, message: str) -> AnalysisReport:
+    violation = Violation(
+        rule_id=rule_id, line=line, col=col, message=message, hint=RULES[rule_id].hint
+    )
+    return AnalysisReport(violations=(violation,), tree=None, imports=frozenset())
+
+
+def _too_large(size: int, limit: int) -> SourceTooLargeError:
+    return SourceTooLargeError(
+        f"source is {size} bytes, over the limit of {limit} bytes",
+        details={"size_bytes": size, "max_source_bytes": limit},
+    )
+
+
+def _too_complex(why: str, limit: int) -> SourceTooComplexError:
+    return SourceTooComplexError(
+        f"source is nested too deeply to analyse safely ({why}; the limit is {limit} levels)",
+        details={"max_nesting": limit},
+    )
+
+
+def _decode(data: bytes) -> str | AnalysisReport:
+    """The text of ``data`` as Python would read the file, or an ``encoding-error`` report."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:
+        return _rejected("encoding-error", exc.lineno or 1, 1, f"source encoding: {exc.msg}")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        head = data[: exc.start]
+        line = head.count(b"\n") + 1
+        col = len(head) - (head.rfind(b"\n") + 1) + 1
+        return _rejected(
+            "encoding-error", line, col, f"source is not valid {encoding}: {exc.reason}"
+        )
+    except (LookupError, ValueError) as exc:
+        return _rejected("encoding-error", 1, 1, f"cannot decode source as {encoding}: {exc}")
+
+
+def _columns(findings: list[Finding], text: str) -> tuple[Violation, ...]:
+    """Findings as violations: 1-based character columns, sorted, duplicates removed."""
+    lines: list[str] | None = None
+    violations: set[Violation] = set()
+    for finding in findings:
+        col = finding.col_offset + 1
+        if lines is None:
+            lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if 0 < finding.line <= len(lines) and not lines[finding.line - 1].isascii():
+            raw = lines[finding.line - 1].encode("utf-8", "surrogatepass")
+            col = len(raw[: finding.col_offset].decode("utf-8", "replace")) + 1
+        violations.add(
+            Violation(
+                rule_id=finding.rule_id,
+                line=finding.line,
+                col=col,
+                message=finding.message,
+                hint=finding.hint,
+            )
+        )
+    return tuple(sorted(violations, key=lambda v: (v.line, v.col, v.rule_id, v.message)))
+
 
 def analyze(source: str | bytes, policy: Policy | None = None) -> AnalysisReport:
-    policy = policy or Policy()
+    """Check ``source`` against ``policy`` (default: the core policy) without running it.
+
+    Raises only :class:`~evaljail.errors.EvaljailError` subclasses: SourceTooLargeError,
+    SourceTooComplexError, or ConfigurationError when ``source`` is neither str nor bytes.
+    """
+    policy = Policy() if policy is None else policy
+    limit = policy.limits.max_source_bytes
+    nesting = policy.limits.max_nesting
     if isinstance(source, bytes):
-        source = source.decode("utf-8", errors="replace")
-    if len(source.encode("utf-8", errors="replace")) > policy.limits.max_source_bytes:
-        raise SourceTooLargeError("source too large")
+        if len(source) > limit:
+            raise _too_large(len(source), limit)
+        decoded = _decode(source)
+        if isinstance(decoded, AnalysisReport):
+            return decoded
+        text = decoded
+    elif isinstance(source, str):
+        # Every character is at least one UTF-8 byte: skip encoding huge strings.
+        size = len(source) if len(source) > limit else len(source.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise _too_large(size, limit)
+        text = source
+    else:
+        raise ConfigurationError(f"source must be str or bytes, got {type(source).__name__}")
+
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(text, filename="<eval>", mode="exec")
     except SyntaxError as exc:
-        v = Violation(
-            rule_id="syntax-error", line=exc.lineno or 0, col=exc.offset or 0, message=str(exc)
-        )
-        return AnalysisReport(violations=(v,), tree=None, imports=frozenset())
-    return AnalysisReport(violations=(), tree=tree, imports=frozenset())
+        message = exc.msg or "invalid syntax"
+        if any(limit_msg in message for limit_msg in _TOKENIZER_LIMITS):
+            raise _too_complex(message, nesting) from exc
+        if exc.lineno is None and "\0" in text:  # null bytes: Python 3.11 gives no position
+            line, col = _position(text, text.find("\0"))
+            return _rejected("syntax-error", line, col, message)
+        return _rejected("syntax-error", exc.lineno or 1, exc.offset or 1, message)
+    except (RecursionError, MemoryError) as exc:
+        raise _too_complex("the Python parser ran out of stack", nesting) from exc
+    except UnicodeEncodeError as exc:  # lone surrogates cannot be compiled
+        line, col = _position(text, exc.start)
+        return _rejected("encoding-error", line, col, "source contains a lone surrogate")
+    except ValueError:  # "source code string cannot contain null bytes" (Python 3.11)
+        line, col = _position(text, max(text.find("\0"), 0))
+        return _rejected("syntax-error", line, col, "source code cannot contain null bytes")
+
+    checker = Checker(policy)
+    try:
+        findings = checker.run(tree)
+    except (RecursionError, MemoryError) as exc:
+        raise _too_complex("analysis ran out of stack", nesting) from exc
+    return AnalysisReport(
+        violations=_columns(findings, text), tree=tree, imports=frozenset(checker.imports)
+    )

@@ -1,0 +1,540 @@
+"""The AST checker behind :func:`evaljail.policy.analysis.analyze`.
+
+One iterative pass over the tree (no recursion, so no depth can overflow the Python stack) that
+
+- measures nesting and stops at ``policy.limits.max_nesting``;
+- checks every node, including decorators, default values, annotations, class bases and
+  keywords, which it evaluates in the enclosing scope exactly as Python does;
+- records name bindings per scope, so that a blocked builtin *shadowed by a function-local
+  binding* (``def f(input): return input.strip()``) is not mistaken for the builtin.
+
+Only function, lambda and comprehension scopes are trusted to shadow a builtin: a local binding
+there makes the name local for the whole scope, so the builtin can never be reached through it.
+Module and class bindings are not trusted (``if False: input = 1`` leaves ``input`` the builtin).
+
+Checks that need the whole tree (shadowing, module-level string constants) are deferred to the
+end of the pass. Findings carry the AST position (``col`` as a UTF-8 byte offset); the caller
+turns them into :class:`~evaljail.types.Violation` values.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import SourceTooComplexError
+from ._format import format_attributes
+from ._policy import Policy
+from ._rules import (
+    ATTRIBUTE_FUNCTIONS,
+    BUILTIN_HINTS,
+    FORMAT_METHODS,
+    MACHINERY_NAMES,
+    MODULE_ATTRIBUTES,
+    RULES,
+    SAFE_DUNDER_NAMES,
+    SUPER_DUNDER_METHODS,
+    attribute_rule,
+    is_dunder,
+    normalize,
+)
+
+__all__ = ["Checker", "Finding"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """A violation before its column is converted from UTF-8 bytes to characters."""
+
+    rule_id: str
+    line: int
+    col_offset: int  #: 0-based UTF-8 byte offset, as the AST gives it
+    message: str
+    hint: str
+
+
+class _Kind(enum.Enum):
+    MODULE = "module"
+    CLASS = "class"
+    FUNCTION = "function"
+    COMPREHENSION = "comprehension"
+
+
+class _Scope:
+    """Names bound in one scope and names it declares ``global``."""
+
+    __slots__ = ("bound", "declared_global", "kind", "parent")
+
+    def __init__(self, kind: _Kind, parent: _Scope | None) -> None:
+        self.kind = kind
+        self.parent = parent
+        self.bound: set[str] = set()
+        self.declared_global: set[str] = set()
+
+    def binding_scope(self) -> _Scope:
+        """Where a walrus binds: the nearest scope that is not a comprehension."""
+        scope = self
+        while scope.kind is _Kind.COMPREHENSION and scope.parent is not None:
+            scope = scope.parent
+        return scope
+
+    def may_be_builtin(self, name: str) -> bool:
+        """False only when a function-like scope is certain to shadow the builtin ``name``."""
+        scope: _Scope | None = self
+        while scope is not None:
+            if scope.kind in (_Kind.FUNCTION, _Kind.COMPREHENSION):
+                if name in scope.declared_global:
+                    return True
+                if name in scope.bound:
+                    return False
+            scope = scope.parent
+        return True
+
+
+_ATTRIBUTE_MESSAGES: dict[str, str] = {
+    "dunder-attribute": "access to dunder attribute {name!r}",
+    "frame-attribute": "access to frame/generator/traceback/code internal {name!r}",
+    "introspection-attribute": "access to introspection attribute {name!r}",
+    "module-attribute": "access to blocked module {name!r} through an attribute",
+    "dynamic-import": "{name!r} imports modules by run-time name",
+}
+
+#: Fields that never hold a node worth visiting (contexts, operators, plain values).
+_LEAF_FIELDS = frozenset(
+    {"ctx", "op", "ops", "type_comment", "kind", "conversion", "is_async", "level", "id", "attr"}
+)
+
+_Handler = Callable[[ast.AST, int, _Scope], None]
+
+
+def _str_constant(node: ast.AST | None) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _is_super_call(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
+
+
+class Checker:
+    """Run every rule over one parsed module. Use once: ``Checker(policy).run(tree)``."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._max_depth = policy.limits.max_nesting
+        self._watched = policy.blocked_builtins | ATTRIBUTE_FUNCTIONS
+        self.findings: list[Finding] = []
+        self.imports: set[str] = set()
+        self._stack: list[tuple[ast.AST, int, _Scope]] = []
+        self._callee: dict[int, ast.Call] = {}  # id(call.func) -> call
+        self._name_uses: list[tuple[ast.Name, _Scope]] = []
+        self._pending_formats: list[tuple[ast.Attribute, tuple[ast.AST, ...]]] = []
+        self._binding_counts: Counter[str] = Counter()
+        self._module_strings: dict[str, str] = {}
+        self._fields: dict[type[ast.AST], tuple[str, ...]] = {}
+        self._handlers: dict[type[ast.AST], _Handler] = {
+            ast.FunctionDef: self._function,  # type: ignore[dict-item]
+            ast.AsyncFunctionDef: self._function,  # type: ignore[dict-item]
+            ast.Lambda: self._lambda,  # type: ignore[dict-item]
+            ast.ClassDef: self._class,  # type: ignore[dict-item]
+            ast.ListComp: self._comprehension,  # type: ignore[dict-item]
+            ast.SetComp: self._comprehension,  # type: ignore[dict-item]
+            ast.GeneratorExp: self._comprehension,  # type: ignore[dict-item]
+            ast.DictComp: self._comprehension,  # type: ignore[dict-item]
+            ast.NamedExpr: self._named_expr,  # type: ignore[dict-item]
+            ast.Name: self._name,  # type: ignore[dict-item]
+            ast.Global: self._global,  # type: ignore[dict-item]
+            ast.Nonlocal: self._global,  # type: ignore[dict-item]
+            ast.Import: self._import,  # type: ignore[dict-item]
+            ast.ImportFrom: self._import_from,  # type: ignore[dict-item]
+            ast.ExceptHandler: self._except_handler,  # type: ignore[dict-item]
+            ast.MatchAs: self._match_capture,  # type: ignore[dict-item]
+            ast.MatchStar: self._match_capture,  # type: ignore[dict-item]
+            ast.MatchMapping: self._match_mapping,  # type: ignore[dict-item]
+            ast.MatchClass: self._match_class,  # type: ignore[dict-item]
+            ast.Attribute: self._attribute,  # type: ignore[dict-item]
+            ast.Call: self._call,  # type: ignore[dict-item]
+            ast.Assign: self._assign,  # type: ignore[dict-item]
+            ast.AnnAssign: self._assign,  # type: ignore[dict-item]
+            ast.Constant: self._leaf,
+            ast.Pass: self._leaf,
+            ast.Break: self._leaf,
+            ast.Continue: self._leaf,
+        }
+
+    # -- driver -------------------------------------------------------------------------------
+
+    def run(self, tree: ast.Module) -> list[Finding]:
+        """Check ``tree``; raise SourceTooComplexError when it nests deeper than the limit."""
+        module = _Scope(_Kind.MODULE, None)
+        self._stack.append((tree, 0, module))
+        handlers = self._handlers
+        limit = self._max_depth
+        while self._stack:
+            node, depth, scope = self._stack.pop()
+            if depth > limit:
+                raise SourceTooComplexError(
+                    f"source nests deeper than {limit} levels (line {getattr(node, 'lineno', 0)})",
+                    details={"max_nesting": limit, "line": getattr(node, "lineno", 0)},
+                )
+            handler = handlers.get(type(node))
+            if handler is None:
+                self._children(node, depth, scope)
+            else:
+                handler(node, depth, scope)
+        self._resolve_names()
+        self._resolve_formats()
+        return self.findings
+
+    def _push(self, node: ast.AST | None, depth: int, scope: _Scope) -> None:
+        if node is not None:
+            self._stack.append((node, depth + 1, scope))
+
+    def _children(self, node: ast.AST, depth: int, scope: _Scope) -> None:
+        push = self._stack.append
+        fields = self._fields.get(type(node))
+        if fields is None:
+            fields = tuple(f for f in node._fields if f not in _LEAF_FIELDS)
+            self._fields[type(node)] = fields
+        depth += 1
+        for field in fields:
+            value = getattr(node, field, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, ast.AST):
+                        push((item, depth, scope))
+            elif isinstance(value, ast.AST):
+                push((value, depth, scope))
+
+    def _leaf(self, node: ast.AST, depth: int, scope: _Scope) -> None:
+        """Nodes without children worth checking (constants, pass, break, continue)."""
+
+    # -- findings -----------------------------------------------------------------------------
+
+    def _report(self, rule_id: str, node: ast.AST, message: str, hint: str | None = None) -> None:
+        line, col = getattr(node, "lineno", 1), getattr(node, "col_offset", 0)
+        if isinstance(node, ast.Attribute) and node.end_lineno and node.end_col_offset:
+            # Point at the attribute name, not at the start of ``a.b.c.__class__``.
+            line = node.end_lineno
+            col = max(node.end_col_offset - len(node.attr.encode("utf-8")), 0)
+        self.findings.append(
+            Finding(
+                rule_id=rule_id,
+                line=line,
+                col_offset=col,
+                message=message,
+                hint=RULES[rule_id].hint if hint is None else hint,
+            )
+        )
+
+    def _check_attribute_name(self, name: str, node: ast.AST, context: str = "") -> None:
+        rule = attribute_rule(name)
+        if rule is not None:
+            message = _ATTRIBUTE_MESSAGES[rule].format(name=normalize(name))
+            self._report(rule, node, f"{context}{message}")
+
+    def _bind(self, name: str, scope: _Scope, node: ast.AST) -> None:
+        """Record a binding of ``name`` in ``scope``; interpreter internals may not be bound."""
+        if name in MACHINERY_NAMES:
+            self._report("blocked-name", node, f"binding the interpreter-internal name {name!r}")
+        scope.bound.add(name)
+        self._binding_counts[name] += 1
+
+    def _constant(self, node: ast.AST) -> str | None:
+        """A string literal, or a module-level string constant bound exactly once."""
+        literal = _str_constant(node)
+        if literal is not None:
+            return literal
+        if isinstance(node, ast.Name) and self._binding_counts[node.id] == 1:
+            return self._module_strings.get(node.id)
+        return None
+
+    # -- scopes -------------------------------------------------------------------------------
+
+    def _arguments(self, args: ast.arguments, depth: int, outer: _Scope, inner: _Scope) -> None:
+        for default in args.defaults:
+            self._push(default, depth, outer)
+        for kw_default in args.kw_defaults:
+            self._push(kw_default, depth, outer)
+        for arg in (*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg):
+            if arg is not None:
+                self._bind(arg.arg, inner, arg)
+                self._push(arg.annotation, depth, outer)
+
+    def _function(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef, depth: int, scope: _Scope
+    ) -> None:
+        self._bind(node.name, scope, node)
+        inner = _Scope(_Kind.FUNCTION, scope)
+        for decorator in node.decorator_list:
+            self._push(decorator, depth, scope)
+        self._arguments(node.args, depth, scope, inner)
+        self._push(node.returns, depth, scope)
+        for param in getattr(node, "type_params", ()):
+            self._push(param, depth, inner)
+        for stmt in node.body:
+            self._push(stmt, depth, inner)
+
+    def _lambda(self, node: ast.Lambda, depth: int, scope: _Scope) -> None:
+        inner = _Scope(_Kind.FUNCTION, scope)
+        self._arguments(node.args, depth, scope, inner)
+        self._push(node.body, depth, inner)
+
+    def _class(self, node: ast.ClassDef, depth: int, scope: _Scope) -> None:
+        self._bind(node.name, scope, node)
+        inner = _Scope(_Kind.CLASS, scope)
+        for expr in (*node.decorator_list, *node.bases, *node.keywords):
+            self._push(expr, depth, scope)
+        for param in getattr(node, "type_params", ()):
+            self._push(param, depth, inner)
+        for stmt in node.body:
+            self._push(stmt, depth, inner)
+
+    def _comprehension(
+        self,
+        node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp,
+        depth: int,
+        scope: _Scope,
+    ) -> None:
+        inner = _Scope(_Kind.COMPREHENSION, scope)
+        for index, generator in enumerate(node.generators):
+            # The first iterable is evaluated in the enclosing scope, the rest inside.
+            self._push(generator.iter, depth, scope if index == 0 else inner)
+            self._push(generator.target, depth, inner)
+            for condition in generator.ifs:
+                self._push(condition, depth, inner)
+        if isinstance(node, ast.DictComp):
+            self._push(node.key, depth, inner)
+            self._push(node.value, depth, inner)
+        else:
+            self._push(node.elt, depth, inner)
+
+    def _named_expr(self, node: ast.NamedExpr, depth: int, scope: _Scope) -> None:
+        # The grammar only allows a plain name as the target of ``:=``.
+        self._bind(node.target.id, scope.binding_scope(), node.target)
+        self._push(node.value, depth, scope)
+
+    def _name(self, node: ast.Name, depth: int, scope: _Scope) -> None:
+        name = node.id
+        if isinstance(node.ctx, ast.Load):
+            if (
+                is_dunder(name)
+                and name not in SAFE_DUNDER_NAMES
+                and name not in self._policy.blocked_builtins
+            ):
+                self._report("blocked-name", node, f"name {name!r} is an interpreter internal")
+            if name in self._watched:
+                self._name_uses.append((node, scope))
+        else:
+            self._bind(name, scope, node)
+
+    def _global(self, node: ast.Global | ast.Nonlocal, depth: int, scope: _Scope) -> None:
+        for name in node.names:
+            if name in MACHINERY_NAMES:
+                self._report(
+                    "blocked-name", node, f"declaring the interpreter-internal name {name!r}"
+                )
+            if isinstance(node, ast.Global):
+                scope.declared_global.add(name)
+            else:
+                scope.bound.add(name)
+
+    def _except_handler(self, node: ast.ExceptHandler, depth: int, scope: _Scope) -> None:
+        if node.name:
+            self._bind(node.name, scope, node)
+        self._children(node, depth, scope)
+
+    def _match_capture(self, node: ast.MatchAs | ast.MatchStar, depth: int, scope: _Scope) -> None:
+        if node.name:
+            self._bind(node.name, scope, node)
+        self._children(node, depth, scope)
+
+    def _match_mapping(self, node: ast.MatchMapping, depth: int, scope: _Scope) -> None:
+        if node.rest:
+            self._bind(node.rest, scope, node)
+        self._children(node, depth, scope)
+
+    def _match_class(self, node: ast.MatchClass, depth: int, scope: _Scope) -> None:
+        # ``case C(attr=p)`` reads ``subject.attr``: a getattr in disguise.
+        for name in node.kwd_attrs:
+            self._check_attribute_name(name, node, f"class pattern keyword {name}=: ")
+        self._children(node, depth, scope)
+
+    def _assign(self, node: ast.Assign | ast.AnnAssign, depth: int, scope: _Scope) -> None:
+        if scope.kind is _Kind.MODULE:
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            single = not isinstance(node, ast.Assign) or len(node.targets) == 1
+            literal = _str_constant(node.value)
+            if single and isinstance(target, ast.Name) and literal is not None:
+                self._module_strings[target.id] = literal
+        self._children(node, depth, scope)
+
+    # -- imports ------------------------------------------------------------------------------
+
+    def _check_module(self, module: str, node: ast.AST) -> None:
+        parts = module.split(".")
+        blocked = self._policy.blocked_modules
+        for end in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:end])
+            if prefix in blocked:
+                self._report("import-blocked", node, f"module {prefix!r} is always blocked")
+                return
+        for part in parts[1:]:
+            if part.lstrip("_") in MODULE_ATTRIBUTES or is_dunder(part):
+                self._report("import-blocked", node, f"submodule {part!r} of {module!r} is blocked")
+                return
+        if not self._policy.allows_import(module):
+            allowed = ", ".join(sorted(self._policy.allowed_imports))
+            self._report(
+                "import-not-allowed",
+                node,
+                f"module {module!r} is not on the import allow-list",
+                f"Allowed modules: {allowed}. {RULES['import-not-allowed'].hint}",
+            )
+
+    def _import(self, node: ast.Import, depth: int, scope: _Scope) -> None:
+        for alias in node.names:
+            self.imports.add(alias.name)
+            self._check_module(alias.name, alias)
+            self._bind(alias.asname or alias.name.split(".")[0], scope, alias)
+
+    def _import_from(self, node: ast.ImportFrom, depth: int, scope: _Scope) -> None:
+        module = node.module or ""
+        names = ", ".join(a.name for a in node.names)
+        if node.level:
+            dotted = "." * node.level + module
+            self.imports.add(dotted)
+            self._report("relative-import", node, f"relative import 'from {dotted} import {names}'")
+        elif module == "__future__":
+            self.imports.add(module)  # a compiler directive, not a run-time import
+        else:
+            self.imports.add(module)
+            self._check_module(module, node)
+            for alias in node.names:
+                if alias.name != "*":
+                    self._check_attribute_name(
+                        alias.name, alias, f"'from {module} import {alias.name}': "
+                    )
+        for alias in node.names:
+            if alias.name != "*":
+                self._bind(alias.asname or alias.name, scope, alias)
+
+    # -- attributes, calls, format strings ----------------------------------------------------
+
+    def _attribute(self, node: ast.Attribute, depth: int, scope: _Scope) -> None:
+        name = node.attr
+        if not (name in SUPER_DUNDER_METHODS and _is_super_call(node.value)):
+            self._check_attribute_name(name, node)
+        if (
+            isinstance(node.value, ast.Name)
+            and node.value.id == "builtins"
+            and name in self._policy.blocked_builtins
+        ):
+            self._report(
+                "blocked-builtin",
+                node,
+                f"'builtins.{name}' is a blocked builtin",
+                BUILTIN_HINTS.get(name),
+            )
+        if name in FORMAT_METHODS:
+            self._format_method(node)
+        self._push(node.value, depth, scope)
+
+    def _call(self, node: ast.Call, depth: int, scope: _Scope) -> None:
+        self._callee[id(node.func)] = node
+        self._children(node, depth, scope)
+
+    def _format_method(self, node: ast.Attribute) -> None:
+        """``<fmt>.format(...)``, ``str.format(<fmt>, ...)``, ``Formatter().vformat(<fmt>)``."""
+        receiver = _str_constant(node.value)
+        if receiver is not None:
+            self._check_format(receiver, node.value)
+            return
+        call = self._callee.get(id(node))
+        first = call.args[0] if call is not None and call.args else None
+        argument = _str_constant(first)
+        if first is not None and argument is not None:
+            self._check_format(argument, first)
+            return
+        # Maybe a module-level constant; known only once the whole tree has been seen.
+        candidates = tuple(n for n in (node.value, first) if isinstance(n, ast.Name))
+        self._pending_formats.append((node, candidates))
+
+    def _check_format(self, fmt: str, node: ast.AST) -> None:
+        for field, name in format_attributes(fmt):
+            if attribute_rule(name) is not None:
+                self._report(
+                    "format-string-attribute",
+                    node,
+                    f"format field '{{{field}}}' reads attribute {normalize(name)!r}",
+                )
+
+    def _resolve_formats(self) -> None:
+        for node, candidates in self._pending_formats:
+            for candidate in candidates:
+                value = self._constant(candidate)
+                if value is not None:
+                    self._check_format(value, candidate)
+                    break
+            else:
+                self._report(
+                    "dynamic-format-string",
+                    node,
+                    f"'.{node.attr}' on a format string that is not a literal",
+                )
+
+    def _resolve_names(self) -> None:
+        blocked = self._policy.blocked_builtins
+        for node, scope in self._name_uses:
+            name = node.id
+            if not scope.may_be_builtin(name):
+                continue
+            call = self._callee.get(id(node))
+            if name in blocked:
+                if call is None:
+                    self._report(
+                        "builtin-alias",
+                        node,
+                        f"blocked builtin {name!r} used as a value",
+                        BUILTIN_HINTS.get(name),
+                    )
+                else:
+                    self._report(
+                        "blocked-builtin",
+                        node,
+                        f"call to blocked builtin {name!r}",
+                        BUILTIN_HINTS.get(name),
+                    )
+            elif call is None:
+                self._report(
+                    "builtin-alias", node, f"{name!r} used as a value; call it directly instead"
+                )
+            else:
+                self._attribute_call(name, call)
+
+    def _attribute_call(self, function: str, call: ast.Call) -> None:
+        """``getattr(obj, name, ...)`` and friends: the name must be a safe literal."""
+        args = call.args
+        unpacked = any(isinstance(a, ast.Starred) for a in args[:2]) or (
+            len(args) < 2 and any(k.arg is None for k in call.keywords)
+        )
+        if unpacked:
+            self._report("dynamic-attribute", call, f"{function}() with an unpacked argument list")
+            return
+        if len(args) < 2:
+            return  # a TypeError at run time, nothing is looked up
+        literal = self._constant(args[1])
+        if literal is None:
+            self._report(
+                "dynamic-attribute",
+                args[1],
+                f"{function}() with an attribute name that is not a string literal",
+            )
+            return
+        self._check_attribute_name(literal, args[1], f"{function}(..., {normalize(literal)!r}): ")

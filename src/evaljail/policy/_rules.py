@@ -1,0 +1,289 @@
+"""The static-analysis rule catalogue and the name sets the rules consult.
+
+Rule ids are stable, kebab-case and documented in ``docs/static-analysis.md`` (a test keeps the
+two in step). Every set here is an immutable constant: the checker holds no module-level state.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+__all__ = [
+    "ATTRIBUTE_FUNCTIONS",
+    "BUILTIN_HINTS",
+    "DYNAMIC_IMPORT_ATTRIBUTES",
+    "FORMAT_METHODS",
+    "FRAME_ATTRIBUTES",
+    "INTROSPECTION_ATTRIBUTES",
+    "MACHINERY_NAMES",
+    "MODULE_ATTRIBUTES",
+    "RULES",
+    "SAFE_DUNDER_ATTRIBUTES",
+    "SAFE_DUNDER_NAMES",
+    "SUPER_DUNDER_METHODS",
+    "Rule",
+    "attribute_rule",
+    "is_dunder",
+    "normalize",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """One rule: its stable id, what it catches, and the default advice for a finding."""
+
+    rule_id: str
+    summary: str
+    hint: str
+
+
+_CATALOGUE: tuple[Rule, ...] = (
+    Rule(
+        rule_id="syntax-error",
+        summary="the source does not parse as Python",
+        hint="Fix the syntax error: the code must be valid Python 3.11.",
+    ),
+    Rule(
+        rule_id="encoding-error",
+        summary="the source bytes are not text in their declared encoding (UTF-8 by default)",
+        hint="Save the file as UTF-8, or declare its encoding in a PEP 263 coding comment.",
+    ),
+    Rule(
+        rule_id="import-not-allowed",
+        summary="an import of a module that is not on the policy's allow-list",
+        hint="Use only allowed modules; an operator can add one with --allow MODULE "
+        "(CLI) or EVALJAIL_ALLOWED_IMPORTS.",
+    ),
+    Rule(
+        rule_id="import-blocked",
+        summary="an import of an always-blocked module (os, sys, subprocess, ...), also as a "
+        "submodule (numpy.ctypeslib)",
+        hint="Evals may not reach the operating system, the network, the interpreter or "
+        "serialisation; work only with the trace passed in.",
+    ),
+    Rule(
+        rule_id="relative-import",
+        summary="a relative import (from . import x)",
+        hint="An eval is a single file: import allowed top-level modules only.",
+    ),
+    Rule(
+        rule_id="dynamic-import",
+        summary="importing through a function (importlib.import_module and friends)",
+        hint="Use a plain import statement of an allowed module.",
+    ),
+    Rule(
+        rule_id="blocked-builtin",
+        summary="a call to a blocked builtin (eval, exec, compile, open, __import__, globals, "
+        "locals, vars, breakpoint, input, help, ...), or builtins.<blocked>",
+        hint="This builtin is not available to evals.",
+    ),
+    Rule(
+        rule_id="builtin-alias",
+        summary="a blocked builtin, or getattr/setattr/delattr/hasattr, used as a value "
+        "(e = eval, [exec], f(open), @eval, def f(x=open))",
+        hint="Blocked builtins cannot be stored, passed or used as decorators; getattr and "
+        "friends may only be called directly, with a string-literal name.",
+    ),
+    Rule(
+        rule_id="blocked-name",
+        summary="an interpreter-internal dunder name (__builtins__, __loader__, __spec__, "
+        "__class__, ...) read, or bound by assignment, def, import, argument or pattern",
+        hint="Interpreter internals are off limits; __name__, __doc__, __qualname__, "
+        "__module__, __all__, __version__ and __slots__ are fine.",
+    ),
+    Rule(
+        rule_id="dunder-attribute",
+        summary="reading or writing a dunder attribute (x.__class__, __subclasses__, "
+        "__globals__, __dict__, __mro__, ...), also through getattr, from-import or a "
+        "class pattern",
+        hint="Use type(x), isinstance() or a plain dict instead. Defining dunder methods is "
+        "fine; reading dunder attributes is not, except __name__, __qualname__, __doc__, "
+        "__module__, __version__ and super().__init__()-style calls.",
+    ),
+    Rule(
+        rule_id="frame-attribute",
+        summary="frame, generator, coroutine, async-generator, traceback or code-object "
+        "internals (f_globals, f_back, gi_frame, cr_frame, ag_frame, tb_frame, co_code, ...)",
+        hint="Frames, generators, tracebacks and code objects cannot be inspected; keep the "
+        "state you need in your own variables.",
+    ),
+    Rule(
+        rule_id="introspection-attribute",
+        summary="type-hierarchy, garbage-collector and code-construction internals (mro, "
+        "cell_contents, _getframe, get_referrers, attrgetter, CodeType, ...)",
+        hint="Use isinstance()/issubclass() and plain attribute access instead.",
+    ),
+    Rule(
+        rule_id="module-attribute",
+        summary="a blocked module reached through another module's attribute (typing.sys, "
+        "x._os, numpy.ctypeslib, from typing import sys)",
+        hint="Modules re-exported by allowed modules are blocked like their import.",
+    ),
+    Rule(
+        rule_id="dynamic-attribute",
+        summary="getattr/setattr/delattr/hasattr whose name is not a string literal (or a "
+        "module-level string constant)",
+        hint='Write the attribute name as a literal, getattr(obj, "name", default), or keep '
+        "the values in a dict.",
+    ),
+    Rule(
+        rule_id="format-string-attribute",
+        summary='a str.format field that reads a dunder or internal attribute ("{0.__class__}")',
+        hint="Format fields may use positions, names and indexes ({0}, {name}, {0[key]}) "
+        "but not dunder or internal attributes.",
+    ),
+    Rule(
+        rule_id="dynamic-format-string",
+        summary=".format/.format_map/.vformat on a format string that is not a literal (or a "
+        "module-level string constant)",
+        hint="Call .format() on a string literal, or use an f-string or %-formatting.",
+    ),
+)
+
+#: rule id -> rule, in catalogue order.
+RULES: dict[str, Rule] = {rule.rule_id: rule for rule in _CATALOGUE}
+
+#: Advice per blocked builtin (the ``blocked-builtin`` and ``builtin-alias`` hints).
+BUILTIN_HINTS: dict[str, str] = {
+    "eval": "Running code built from strings is not possible; parse data with json.loads "
+    "and write the logic out.",
+    "exec": "Running code built from strings is not possible; write the logic out.",
+    "compile": "Compiling code is not possible; use re.compile for regular expressions.",
+    "open": "Evals receive the trace as an argument and cannot read or write files.",
+    "__import__": "Use a plain import statement of an allowed module.",
+    "globals": "Keep named values in your own dict.",
+    "locals": "Keep named values in your own dict.",
+    "vars": "Keep named values in your own dict; use dict(obj) or explicit attributes.",
+    "breakpoint": "Evals run non-interactively; return a reason string instead.",
+    "input": "Evals run non-interactively; read what you need from the trace.",
+    "help": "Evals run non-interactively.",
+    "memoryview": "Raw memory views are not available; use bytes.",
+    "exit": "Return (False, reason) instead of exiting.",
+    "quit": "Return (False, reason) instead of exiting.",
+    "copyright": "Interactive helpers are not available.",
+    "credits": "Interactive helpers are not available.",
+    "license": "Interactive helpers are not available.",
+}
+
+#: Builtins that look attributes up by a run-time name.
+ATTRIBUTE_FUNCTIONS: frozenset[str] = frozenset({"getattr", "setattr", "delattr", "hasattr"})
+
+#: Dunder names that may be read as plain names (``if __name__ == "__main__":``).
+SAFE_DUNDER_NAMES: frozenset[str] = frozenset(
+    {
+        "__name__", "__doc__", "__debug__", "__qualname__", "__module__", "__all__",
+        "__version__", "__slots__",
+    }
+)  # fmt: skip
+
+#: Dunder names that may never be bound (assigned, def'd, imported as, used as a parameter).
+MACHINERY_NAMES: frozenset[str] = frozenset(
+    {
+        "__builtins__", "__import__", "__loader__", "__spec__", "__package__", "__path__",
+        "__file__", "__cached__", "__build_class__", "__class__", "__dict__", "__globals__",
+        "__code__", "__closure__",
+    }
+)  # fmt: skip
+
+#: Dunder attributes that are plain, harmless data (a str) and may be read: type(x).__name__.
+SAFE_DUNDER_ATTRIBUTES: frozenset[str] = frozenset(
+    {"__name__", "__qualname__", "__doc__", "__module__", "__version__"}
+)
+
+#: Dunder methods that may be reached through ``super()`` (cooperative initialisation and
+#: operator delegation). Attribute lookup hooks (__getattribute__, __getattr__, __setattr__,
+#: __delattr__), __reduce__ and friends are deliberately absent.
+SUPER_DUNDER_METHODS: frozenset[str] = frozenset(
+    {
+        "__init__", "__new__", "__init_subclass__", "__post_init__", "__repr__", "__str__",
+        "__format__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__",
+        "__bool__", "__len__", "__iter__", "__next__", "__contains__", "__getitem__",
+        "__setitem__", "__delitem__", "__missing__", "__enter__", "__exit__", "__call__",
+        "__add__", "__sub__", "__mul__", "__truediv__", "__floordiv__", "__mod__",
+    }
+)  # fmt: skip
+
+#: Frame, generator, coroutine, async-generator, traceback and code-object internals
+#: (CPython 3.11 to 3.14).
+FRAME_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        # frames
+        "f_back", "f_builtins", "f_code", "f_generator", "f_globals", "f_lasti", "f_lineno",
+        "f_locals", "f_trace", "f_trace_lines", "f_trace_opcodes",
+        # generators, coroutines, async generators
+        "gi_code", "gi_frame", "gi_running", "gi_suspended", "gi_yieldfrom",
+        "cr_await", "cr_code", "cr_frame", "cr_origin", "cr_running", "cr_suspended",
+        "ag_await", "ag_code", "ag_frame", "ag_running", "ag_suspended",
+        # tracebacks
+        "tb_frame", "tb_lasti", "tb_lineno", "tb_next",
+        # code objects
+        "co_argcount", "co_branches", "co_cellvars", "co_code", "co_consts",
+        "co_exceptiontable", "co_filename", "co_firstlineno", "co_flags", "co_freevars",
+        "co_kwonlyargcount", "co_lines", "co_linetable", "co_lnotab", "co_name", "co_names",
+        "co_nlocals", "co_positions", "co_posonlyargcount", "co_qualname", "co_stacksize",
+        "co_varnames", "_co_code_adaptive", "_varname_from_oparg",
+        # Python 2 spellings, still tried by escape kits
+        "func_globals", "func_code", "func_closure",
+    }
+)  # fmt: skip
+
+#: Non-dunder attributes that walk the type hierarchy, the heap or build code objects.
+INTROSPECTION_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "mro", "cell_contents", "_getframe", "_current_frames", "_current_exceptions",
+        "getattr_static", "attrgetter", "methodcaller", "get_referrers", "get_referents",
+        "get_objects", "CodeType", "FunctionType", "LambdaType", "CellType", "FrameType",
+    }
+)  # fmt: skip
+
+#: Attribute names (leading underscores ignored) under which allowed modules re-export
+#: escape-grade modules: typing.sys, collections._sys, numpy.ctypeslib, ...
+MODULE_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "os", "sys", "builtins", "subprocess", "ctypes", "ctypeslib", "importlib", "imp",
+        "marshal", "pickle", "cPickle", "gc", "inspect", "socket", "posix", "nt",
+        "posixsubprocess", "f2py", "distutils", "multiprocessing", "pty", "shutil", "runpy",
+        "operator",
+    }
+)  # fmt: skip
+
+#: Attributes that import modules by run-time name.
+DYNAMIC_IMPORT_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "import_module", "load_module", "exec_module", "module_from_spec",
+        "spec_from_file_location", "spec_from_loader",
+    }
+)  # fmt: skip
+
+#: Methods that interpret a format string (str.format, str.format_map, string.Formatter).
+FORMAT_METHODS: frozenset[str] = frozenset({"format", "format_map", "vformat"})
+
+
+def normalize(name: str) -> str:
+    """``name`` as Python sees an identifier: NFKC-normalised (``ｅｖａｌ`` is ``eval``)."""
+    return name if name.isascii() else unicodedata.normalize("NFKC", name)
+
+
+def is_dunder(name: str) -> bool:
+    """True for ``__x__`` names (at least one character between the underscores)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def attribute_rule(name: str) -> str | None:
+    """The rule an access to attribute ``name`` breaks, or None when it is allowed.
+
+    ``name`` is normalised first, so it may come from a string literal.
+    """
+    name = normalize(name)
+    if is_dunder(name):
+        return None if name in SAFE_DUNDER_ATTRIBUTES else "dunder-attribute"
+    if name in FRAME_ATTRIBUTES:
+        return "frame-attribute"
+    if name in INTROSPECTION_ATTRIBUTES:
+        return "introspection-attribute"
+    if name.lstrip("_") in MODULE_ATTRIBUTES:
+        return "module-attribute"
+    if name in DYNAMIC_IMPORT_ATTRIBUTES:
+        return "dynamic-import"
+    return None
