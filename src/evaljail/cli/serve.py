@@ -9,6 +9,7 @@ requests in flight, then stop the pool: no process is left behind.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Mapping
 from typing import Annotated
@@ -98,7 +99,17 @@ def serve(
                 "auth": settings.api_token is not None,
             },
         )
-        server.run()
+        # uvicorn re-raises the signal that stopped it once it has shut down; catch it here so
+        # that the pool below is closed (and the exit code is 0) instead of dying half-way.
+        received: list[int] = []
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, lambda n, _f: received.append(n)) for sig in handled}
+        try:
+            server.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("shut down", extra={"signal": received[0] if received else None})
         return 0 if server.started else 1
     finally:
         runner.close()

@@ -176,6 +176,10 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     errors: Any = getattr(exc, "errors", list)()
+    if any(isinstance(e, Mapping) and e.get("type") == "json_invalid" for e in errors):
+        return error_response(
+            400, "invalid_json", "the body is not valid JSON", request_id_of(request)
+        )
     return error_response(
         422,
         "invalid_request",
