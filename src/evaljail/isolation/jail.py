@@ -69,6 +69,6 @@ def worker_argv(*, jailed: bool, scientific: bool, bwrap: str = "bwrap") -> list
         ro_binds_to=((str(host_worker_dir()), JAIL_WORKER_DIR),),
         tmpfs=(),
         env=tuple(sorted(worker_env(scientific=scientific).items())),
-        extra_args=("--remount-ro", "/"),
+        extra_args=("--remount-ro", "/", "--remount-ro", "/dev"),
     )
     return build_args(spec, [python, "-I", "-c", BOOT, JAIL_WORKER_DIR], bwrap=bwrap)

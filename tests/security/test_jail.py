@@ -1,0 +1,139 @@
+"""Layers 2-4 on their own: every payload runs in the real jail with static analysis OFF.
+
+Then the same table goes through static analysis alone, which must reject every payload: each
+layer proves itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evaljail import Outcome, Policy, Settings
+from evaljail.policy.analysis import analyze
+from evaljail.runner import PythonRunner
+
+from .payloads_jail import PAYLOADS, JailPayload
+
+pytestmark = pytest.mark.sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "evaljail-test-secret-5b1f0c3e"
+
+
+@pytest.fixture(scope="module")
+def listeners() -> Iterator[tuple[socket.socket, socket.socket]]:
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(8)
+    tcp.settimeout(0.05)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", tcp.getsockname()[1]))
+    udp.settimeout(0.05)
+    yield tcp, udp
+    tcp.close()
+    udp.close()
+
+
+@pytest.fixture(scope="module")
+def unguarded() -> Iterator[PythonRunner]:
+    """A real jailed pool with layer 1 switched off; a secret sits in the service's env."""
+    os.environ["EVALJAIL_TEST_SECRET"] = SECRET
+    runner = PythonRunner(
+        policy=Policy(static_analysis=False),
+        settings=Settings(pool_min_size=2, pool_max_size=4),
+    )
+    yield runner
+    runner.close()
+    os.environ.pop("EVALJAIL_TEST_SECRET", None)
+
+
+def _code(payload: JailPayload, port: int) -> str:
+    return payload.code.format(secret=SECRET, repo=REPO, port=port)
+
+
+def _assert_outcome(payload: JailPayload, result: object) -> None:
+    from evaljail.types import ExecutionResult
+
+    assert isinstance(result, ExecutionResult)
+    if payload.expected == "any":
+        return
+    kind, _, error_type = payload.expected.partition(":")
+    assert result.outcome is Outcome(kind), (result.outcome, result.error, result.stdout)
+    if error_type == "OSError":  # EROFS, EACCES or ENOENT: all mean "not written"
+        assert result.error_type in {"OSError", "PermissionError", "FileNotFoundError"}, result
+    elif error_type:
+        assert result.error_type == error_type, (result.error, result.traceback)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=[p.id for p in PAYLOADS])
+def test_kernel_layers_hold_without_static_analysis(
+    payload: JailPayload,
+    unguarded: PythonRunner,
+    listeners: tuple[socket.socket, socket.socket],
+) -> None:
+    tcp, udp = listeners
+    port = tcp.getsockname()[1]
+    result = unguarded.execute(_code(payload, port), timeout=payload.timeout_ms)
+    assert "ESCAPED" not in result.stdout, f"{payload.id}: {result.stdout[:500]}"
+    assert SECRET not in result.stdout + result.stderr + (result.error or "")
+    _assert_outcome(payload, result)
+    assert not result.degraded
+    # nothing reached the listeners on the host's loopback
+    with pytest.raises(TimeoutError):
+        tcp.accept()
+    with pytest.raises(TimeoutError):
+        udp.recvfrom(64)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=[p.id for p in PAYLOADS])
+def test_static_analysis_alone_rejects_every_jail_payload(payload: JailPayload) -> None:
+    report = analyze(_code(payload, 1), Policy())
+    assert report.violations, f"{payload.id} passed static analysis"
+
+
+def test_pool_is_healthy_after_the_suite(unguarded: PythonRunner) -> None:
+    result = unguarded.execute_batch(
+        "def eval_ok(trace):\n    return len(trace['steps']) == 2, 'two steps'\n",
+        None,
+        [{"trace_id": "t1", "data": {"steps": [1, 2]}}, {"trace_id": "t2", "data": {"steps": []}}],
+    )
+    assert [(r.trace_id, r.passed, r.reason) for r in result.results] == [
+        ("t1", True, "two steps"),
+        ("t2", False, "two steps"),
+    ]
+    health = unguarded.health()
+    assert health["pool"]["size"] >= 1
+    assert not health["degraded"]
+
+
+def test_state_does_not_leak_between_executions(unguarded: PythonRunner) -> None:
+    first = unguarded.execute(
+        "import json\njson.LEAK = 'secret-state'\njson.codecs.sys.modules['json'].X = 1\n"
+        "json.codecs.sys.modules['builtins'].LEAKED = True\nprint('set')"
+    )
+    assert first.outcome is Outcome.OK
+    for _ in range(4):  # whichever worker answers, none may remember
+        second = unguarded.execute(
+            "import json\nprint(hasattr(json, 'LEAK'), hasattr(json.codecs.sys.modules['builtins'], 'LEAKED'))"
+        )
+        assert second.stdout == "False False\n", second
+
+
+def test_state_does_not_leak_between_traces(unguarded: PythonRunner) -> None:
+    code = (
+        "import json\n"
+        "def eval_counter(trace):\n"
+        "    seen = getattr(json, 'SEEN', [])\n"
+        "    seen.append(trace['trace_id'])\n"
+        "    json.SEEN = seen\n"
+        "    return len(seen) == 1, ','.join(seen)\n"
+    )
+    traces = [{"trace_id": f"t{i}", "data": {"trace_id": f"t{i}"}} for i in range(12)]
+    batch = unguarded.execute_batch(code, None, traces, timeout=2000)
+    assert [r.reason for r in batch.results] == [f"t{i}" for i in range(12)]
+    assert all(r.passed for r in batch.results)

@@ -1,0 +1,150 @@
+"""The pool: warm-up, scaling, crash replacement, recycling, bounded queue, clean shutdown."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from evaljail import Outcome, Policy
+from evaljail.errors import IsolationUnavailableError, PoolClosedError, QueueFullError
+from evaljail.isolation.probe import Capabilities, Layer
+from evaljail.pool import Pool
+
+pytestmark = pytest.mark.sandbox
+
+CRASH = (
+    "import json\nctypes = json.codecs.sys.modules['importlib'].import_module('ctypes')\n"
+    "ctypes.string_at(0)\n"
+)
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid="], capture_output=True, text=True, check=True).stdout
+    live = {int(p) for p in out.split()}
+    return [p for p in pids if p in live]
+
+
+def _wait_for(predicate: object, timeout_s: float = 10.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_warms_min_size_and_shuts_down_without_orphans(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=3, max_size=4)
+    pool.start()
+    assert _wait_for(lambda: pool.stats().size == 3)
+    pids = pool.worker_pids()
+    assert len(pids) == 3
+    assert pool.run_script("print('hi')", Policy()).result().stdout == "hi\n"
+    pool.close()
+    assert _pids_alive(pids) == []
+    with pytest.raises(PoolClosedError):
+        pool.run_script("print(1)", Policy())
+
+
+def test_grows_under_pressure_and_shrinks_when_idle(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=1, max_size=3, idle_timeout_s=0.5)
+    pool.start()
+    slow = Policy().with_limits(timeout_ms=1500)
+    futures = [pool.run_script("while True:\n    pass", slow) for _ in range(4)]
+    assert _wait_for(lambda: pool.stats().size == 3)
+    assert [f.result().outcome for f in futures] == [Outcome.TIMEOUT] * 4
+    assert _wait_for(lambda: pool.stats().size == 1, timeout_s=10)
+    pool.close()
+
+
+def test_a_crashing_execution_does_not_harm_the_worker(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=1, max_size=1)
+    pool.start()
+    unguarded = Policy(static_analysis=False)
+    crashed = pool.run_script(CRASH, unguarded).result()
+    assert crashed.outcome is Outcome.CRASHED
+    assert "SIGSEGV" in (crashed.error or "")
+    assert pool.run_script("print(6 * 7)", Policy()).result().stdout == "42\n"
+    assert pool.stats().workers_replaced == 0
+    pool.close()
+
+
+def test_a_dead_worker_is_replaced(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=1, max_size=1)
+    pool.start()
+    [pid] = pool.worker_pids()
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    result = pool.run_script("print('after')", Policy())
+    # The job that met the dead worker fails as a crash; the next one gets a new worker.
+    try:
+        assert result.result().stdout == "after\n"
+    except Exception as exc:  # noqa: BLE001
+        assert "stopped answering" in str(exc)
+    assert _wait_for(lambda: pool.stats().size == 1 and pool.worker_pids() != [pid])
+    assert pool.run_script("print('again')", Policy()).result().stdout == "again\n"
+    pool.close()
+
+
+def test_workers_are_recycled_after_n_executions(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=1, max_size=1, recycle_after=5)
+    pool.start()
+    [first] = pool.worker_pids()
+    for i in range(7):
+        assert pool.run_script(f"print({i})", Policy()).result().stdout == f"{i}\n"
+    assert _wait_for(lambda: pool.worker_pids() and pool.worker_pids() != [first])
+    assert pool.stats().workers_started >= 2
+    pool.close()
+
+
+def test_bounded_queue_refuses_instead_of_growing(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=1, max_size=1, queue_size=2)
+    pool.start()
+    slow = Policy().with_limits(timeout_ms=1000)
+    running = pool.run_script("while True:\n    pass", slow)
+    assert _wait_for(lambda: pool.stats().busy == 1)
+    queued = [pool.run_script("print(1)", Policy()) for _ in range(2)]
+    with pytest.raises(QueueFullError):
+        pool.run_script("print(1)", Policy())
+    assert running.result().outcome is Outcome.TIMEOUT
+    assert [f.result().stdout for f in queued] == ["1\n", "1\n"]
+    pool.close()
+
+
+def test_close_fails_queued_work_and_finishes_running_work(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=1, max_size=1)
+    pool.start()
+    running = pool.run_script("x = sum(range(3_000_000))\nprint(x > 0)", Policy())
+    queued = pool.run_script("print(1)", Policy())
+    time.sleep(0.05)
+    pool.close()
+    assert running.result().stdout == "True\n"
+    with pytest.raises(PoolClosedError):
+        queued.result()
+
+
+def test_strict_mode_refuses_a_host_without_the_jail() -> None:
+    caps = Capabilities(
+        bwrap=None,
+        layers=(Layer(name="namespaces", enabled=False, detail="bwrap not found"),),
+        seccomp_program=None,
+    )
+    pool = Pool(min_size=1, max_size=1, capabilities=caps)
+    with pytest.raises(IsolationUnavailableError, match="bwrap not found"):
+        pool.start()
+
+
+def test_degraded_mode_runs_and_labels_every_result(no_leaked_jails: None) -> None:
+    caps = Capabilities(
+        bwrap=None,
+        layers=(Layer(name="namespaces", enabled=False, detail="bwrap not found"),),
+        seccomp_program=None,
+    )
+    pool = Pool(min_size=1, max_size=1, isolation="degraded", capabilities=caps)
+    pool.start()
+    result = pool.run_script("print('unsafe')", Policy()).result()
+    assert result.stdout == "unsafe\n"
+    assert result.degraded
+    assert pool.health()["degraded"] is True
+    pool.close()
