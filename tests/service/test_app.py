@@ -43,9 +43,11 @@ def serve_mock() -> Callable[..., Any]:
         s = settings or Settings()
         runner = PythonRunner(backend=backend or MockBackend(), settings=s)
         try:
-            with threaded(create_app(s, runner=runner)) as url:
-                with httpx.Client(base_url=url, timeout=10, **client_kw) as client:
-                    yield client
+            with (
+                threaded(create_app(s, runner=runner)) as url,
+                httpx.Client(base_url=url, timeout=10, **client_kw) as client,
+            ):
+                yield client
         finally:
             runner.close()
 
@@ -121,7 +123,10 @@ def test_queue_full_is_503_with_retry_after(serve_mock: Callable[..., Any]) -> N
 
 @pytest.mark.parametrize(
     ("health", "reason"),
-    [({"ready": False, "reason": "warming up"}, "warming up"), ({"status": "degraded"}, "degraded")],
+    [
+        ({"ready": False, "reason": "warming up"}, "warming up"),
+        ({"status": "degraded"}, "degraded"),
+    ],
 )
 def test_health_503_when_backend_not_ready(
     serve_mock: Callable[..., Any], health: dict[str, Any], reason: str
@@ -263,9 +268,10 @@ def test_batch_with_no_traces(serve_mock: Callable[..., Any]) -> None:
 def test_each_app_has_its_own_metrics_registry(mock_settings: Settings) -> None:
     runners = [PythonRunner(backend="mock", settings=mock_settings) for _ in range(2)]
     try:
-        with threaded(create_app(mock_settings, runner=runners[0])) as a, threaded(
-            create_app(mock_settings, runner=runners[1])
-        ) as b:
+        with (
+            threaded(create_app(mock_settings, runner=runners[0])) as a,
+            threaded(create_app(mock_settings, runner=runners[1])) as b,
+        ):
             httpx.post(f"{a}/execute", json={"code": "print(1)"})
             text_a = httpx.get(f"{a}/metrics").text
             text_b = httpx.get(f"{b}/metrics").text

@@ -231,8 +231,9 @@ def test_health_needs_no_token_but_says_little(live: Live) -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 _code = st.sampled_from(["print(1)", "", "1/0", "def eval_a(t):\n    return (True, '')\n"])
