@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import math
@@ -497,31 +498,55 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def _kill_cgroup(cgroup: Path) -> None:
-    """SIGKILL every process left in a sandbox's cgroup, through pidfds (no pid-reuse race)."""
-    procs = cgroup / "cgroup.procs"
-    suffix = f"/{cgroup.parent.name}/{cgroup.name}"
-    for _ in range(50):
+def _cgroup_pids(cgroup: Path) -> list[int]:
+    try:
+        return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _kill_members(cgroup: Path, root: Path, pids: list[int]) -> None:
+    """SIGKILL ``pids`` through pidfds, each only if it is still a member of ``cgroup`` (so a
+    recycled pid is never hit)."""
+    suffix = "/" + str(cgroup.relative_to(root.parent))
+    for pid in pids:
         try:
-            pids = [int(p) for p in procs.read_text().split()]
-        except (OSError, ValueError):
-            return
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-                if any(line.endswith(suffix) for line in lines):
-                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except OSError:
-                pass
-            finally:
-                os.close(pidfd)
-        time.sleep(0.01)
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+            if any(line.endswith(suffix) for line in lines):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+
+
+def _remove_cgroup_tree(cgroup: Path, root: Path, *, timeout_s: float = 2.0) -> bool:
+    """Kill every process in ``cgroup`` and below (``root`` is the namespace's cgroup), wait
+    until they are gone and remove the directories. True when ``cgroup`` no longer exists."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dirs = [Path(d) for d, _subdirs, _files in os.walk(cgroup)]
+        dirs.sort(key=lambda d: len(d.parts), reverse=True)
+        busy = False
+        for d in dirs:
+            pids = _cgroup_pids(d)
+            if pids:
+                busy = True
+                _kill_members(d, root, pids)
+        if not busy:
+            for d in dirs:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            if not cgroup.exists():
+                return True
+        if time.monotonic() >= deadline:
+            _log.error("cgroup %s still holds processes after %.1f s", cgroup, timeout_s)
+            return False
+        time.sleep(0.005)
 
 
 def _find_pids_cgroup() -> tuple[Path, str] | None:
@@ -583,15 +608,7 @@ def _release_state_dir(root: str, private: bool, lock_fd: int, cgroup: str | Non
                 with contextlib.suppress(SandboxError):
                     _unmount(ws)
     if cgroup is not None:
-        cg = Path(cgroup)
-        with contextlib.suppress(OSError):
-            for child in cg.iterdir():
-                if child.is_dir():
-                    _kill_cgroup(child)
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-        with contextlib.suppress(OSError):
-            cg.rmdir()
+        _remove_cgroup_tree(Path(cgroup), Path(cgroup))
     with contextlib.suppress(OSError):
         os.close(lock_fd)
     if private:
@@ -722,6 +739,7 @@ class SandboxNamespace:
         self._lock = threading.RLock()
         self._states: dict[str, _State] = {}
         self._stats = _Stats()
+        self._command_ids = itertools.count(1)
         self._closed = False
         self._mechanisms: _Mechanisms | None = None
         self._bwrap_path: str | None = None
@@ -910,12 +928,7 @@ class SandboxNamespace:
             for stale in base.glob("evaljail-*"):
                 pid = stale.name.split("-")[1]
                 if pid.isdigit() and not _pid_alive(int(pid)):
-                    for child in stale.iterdir():
-                        if child.is_dir():
-                            with contextlib.suppress(OSError):
-                                child.rmdir()
-                    with contextlib.suppress(OSError):
-                        stale.rmdir()
+                    _remove_cgroup_tree(stale, stale, timeout_s=0.5)
         cgroup = base / f"evaljail-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             cgroup.mkdir()
@@ -1212,7 +1225,7 @@ class SandboxNamespace:
             _kill_group(proc)
         mech = self._mechanisms
         if mech is not None and mech.cgroup is not None:
-            _kill_cgroup(mech.cgroup / state.sandbox_id)
+            _remove_cgroup_tree(mech.cgroup / state.sandbox_id, mech.cgroup)
 
     def _quiesce(self, state: _State) -> None:
         """Kill the sandbox's commands and wait until no operation is in progress."""
@@ -1233,10 +1246,6 @@ class SandboxNamespace:
                 _log.error("sandbox %s still busy after 10 s; destroying anyway", state.sandbox_id)
         try:
             self._remove_tree(state.root)
-            mech = self._mechanisms
-            if mech is not None and mech.cgroup is not None:
-                with contextlib.suppress(OSError):
-                    (mech.cgroup / state.sandbox_id).rmdir()
         finally:
             with self._lock:
                 if self._states.get(state.sandbox_id) is state:
@@ -1397,7 +1406,13 @@ class SandboxNamespace:
             chdir=cwd,
             env=tuple(base_env.items()),
             symlinks=tuple(symlinks),
-            extra_args=("--disable-userns",) if mech.disable_userns else (),
+            # The jail's root and /dev are unbounded tmpfs mounts of bubblewrap's: read-only once
+            # set up, so only /workspace (quota), /tmp and /dev/shm (size-limited) are writable.
+            extra_args=(
+                *(("--disable-userns",) if mech.disable_userns else ()),
+                *("--size", str(self._limits.tmp_bytes), "--tmpfs", "/dev/shm"),
+                *("--remount-ro", "/dev", "--remount-ro", "/"),
+            ),
         )
 
     def _rlimits(
@@ -1457,14 +1472,17 @@ class SandboxNamespace:
                 try:
                     os.close(_open_dir(state.ws, cwd_parts))
                 except OSError as exc:
-                    raise _os_error(exc, str(cwd), state.sandbox_id) from exc
+                    raise SandboxPathError(
+                        f"cwd {cwd!r} is not a directory of the workspace ({exc.strerror})",
+                        details={"sandbox_id": state.sandbox_id, "path": str(cwd)},
+                    ) from exc
             jail_cwd = "/".join((WORKSPACE, *cwd_parts))
             argv = build_args(
                 self._spec(state, mech, jail_cwd, env_items),
                 ["/bin/sh", "-c", command],
                 bwrap=self._bwrap_path or self._bwrap,
             )
-            cgroup_fd = self._cgroup_fd(state, mech)
+            cgroup, cgroup_fd = self._command_cgroup(state, mech)
             try:
                 setup = _ChildSetup(
                     cgroup_procs_fd=cgroup_fd, rlimits=self._rlimits(state, mech, timeout_ms)
@@ -1473,6 +1491,10 @@ class SandboxNamespace:
             finally:
                 if cgroup_fd is not None:
                     os.close(cgroup_fd)
+                if cgroup is not None and mech.cgroup is not None:
+                    # After a kill the PID namespace dies asynchronously: wait for the last
+                    # process, so that nothing of this command outlives exec().
+                    _remove_cgroup_tree(cgroup, mech.cgroup)
         with self._lock:
             self._stats.commands_total += 1
             self._stats.commands_timed_out_total += int(result.timed_out)
@@ -1503,20 +1525,26 @@ class SandboxNamespace:
             items.append((name, value))
         return tuple(items)
 
-    def _cgroup_fd(self, state: _State, mech: _Mechanisms) -> int | None:
-        """An fd on the sandbox's ``cgroup.procs`` (the cgroup is created on first use)."""
+    def _command_cgroup(self, state: _State, mech: _Mechanisms) -> tuple[Path | None, int | None]:
+        """A fresh cgroup for one command under the sandbox's (which holds ``pids.max`` for all
+        of its commands), and an fd on its ``cgroup.procs`` for the child to join."""
         if mech.cgroup is None:
-            return None
-        cgroup = mech.cgroup / state.sandbox_id
+            return None, None
+        sandbox_cgroup = mech.cgroup / state.sandbox_id
+        command_cgroup = sandbox_cgroup / f"cmd-{next(self._command_ids)}"
         try:
-            if not cgroup.is_dir():
-                cgroup.mkdir(exist_ok=True)
-                (cgroup / "pids.max").write_text(str(self._limits.max_processes))
-            return os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            if not sandbox_cgroup.is_dir():
+                sandbox_cgroup.mkdir(exist_ok=True)
+                (sandbox_cgroup / "pids.max").write_text(str(self._limits.max_processes))
+            command_cgroup.mkdir()
+            fd = os.open(command_cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                command_cgroup.rmdir()
             raise SandboxError(
                 f"cannot set up the process limit of sandbox {state.sandbox_id!r}: {exc}"
             ) from exc
+        return command_cgroup, fd
 
     def _run(
         self, state: _State, argv: list[str], setup: _ChildSetup, timeout_ms: int

@@ -1,0 +1,355 @@
+"""Attacks on named sandboxes, through the real jail: each gets a clear error or a killed command,
+the host is untouched and the other sandboxes keep working.
+
+Sentinels: a host file that commands must never read or change, and ``PWNED`` markers printed
+only if an attack worked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evaljail.errors import SandboxError, SandboxLimitError, SandboxPathError
+from evaljail.sandboxes import Sandbox, SandboxNamespace, get_sandbox
+
+from .conftest import TEST_LIMITS
+
+pytestmark = pytest.mark.sandbox
+
+SENTINEL = "host-sentinel-9f3c"
+
+
+@pytest.fixture(scope="module")
+def host_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A host directory with a file that no sandbox may read, write or delete."""
+    root = tmp_path_factory.mktemp("host-secret")
+    (root / "secret.txt").write_text(SENTINEL)
+    yield root
+    assert (root / "secret.txt").read_text() == SENTINEL, "a sandbox changed a host file"
+
+
+@pytest.fixture(scope="module")
+def planted(shared_namespace: SandboxNamespace, host_secret: Path) -> Sandbox:
+    """A sandbox whose command planted symbolic links (and a FIFO) pointing out of it."""
+    sandbox = get_sandbox(shared_namespace, "planted")
+    secret = host_secret / "secret.txt"
+    result = sandbox.exec(
+        f"ln -s / root; ln -s /etc/passwd pw; ln -s {secret} s; ln -s {host_secret} sdir;"
+        " ln -s ../../../../ up; mkdir -p real; ln -s /etc real/etc; mkfifo fifo;"
+        " ln -s /proc/1/root procroot"
+    )
+    assert result.exit_code == 0, result.stderr
+    return sandbox
+
+
+ESCAPING_PATHS = {
+    "dotdot": "../etc/passwd",
+    "deep-dotdot": "../../../../../../etc/passwd",
+    "inner-dotdot": "a/../../etc/passwd",
+    "workspace-dotdot": "/workspace/../etc/passwd",
+    "absolute": "/etc/passwd",
+    "absolute-shadow": "/etc/shadow",
+    "absolute-root": "/",
+    "nul": "ok\x00/../../etc/passwd",
+    "symlink-to-root": "root/etc/shadow",
+    "symlink-to-root-passwd": "root/etc/passwd",
+    "symlink-file": "pw",
+    "symlink-host-file": "s",
+    "symlink-host-dir": "sdir/secret.txt",
+    "symlink-relative-up": "up/etc/passwd",
+    "symlink-nested": "real/etc/passwd",
+    "symlink-proc-root": "procroot/etc/passwd",
+    "too-long": "a/" * 3000,
+}
+
+
+@pytest.mark.parametrize("path", list(ESCAPING_PATHS.values()), ids=list(ESCAPING_PATHS))
+def test_read_file_never_leaves_the_workspace(planted: Sandbox, path: str) -> None:
+    with pytest.raises(SandboxError) as info:
+        data = planted.read_file(path)
+        print("PWNED", data[:100])
+    assert not isinstance(info.value, SandboxLimitError)
+
+
+@pytest.mark.parametrize("path", list(ESCAPING_PATHS.values()), ids=list(ESCAPING_PATHS))
+def test_write_file_never_leaves_the_workspace(
+    planted: Sandbox, host_secret: Path, path: str
+) -> None:
+    with pytest.raises(SandboxError):
+        planted.write_file(path, "PWNED")
+    assert (host_secret / "secret.txt").read_text() == SENTINEL
+    assert "PWNED" not in Path("/etc/passwd").read_text()
+    assert not (host_secret / "PWNED").exists()
+
+
+#: Deleting a planted link itself is allowed (the link goes, its target stays: tested below).
+DELETE_PATHS = {k: v for k, v in ESCAPING_PATHS.items() if v not in ("pw", "s")}
+
+
+@pytest.mark.parametrize("path", list(DELETE_PATHS.values()), ids=list(DELETE_PATHS))
+def test_delete_file_never_leaves_the_workspace(
+    planted: Sandbox, host_secret: Path, path: str
+) -> None:
+    with pytest.raises(SandboxError):
+        planted.delete_file(path)
+    assert (host_secret / "secret.txt").read_text() == SENTINEL
+
+
+@pytest.mark.parametrize(
+    "path", ["root", "sdir", "up", "real/etc", "procroot", "..", "/etc", "/", "pw/x"]
+)
+def test_list_files_never_leaves_the_workspace(planted: Sandbox, path: str) -> None:
+    with pytest.raises(SandboxPathError):
+        entries = planted.list_files(path)
+        print("PWNED", entries)
+
+
+def test_symlinks_are_listed_not_followed(planted: Sandbox) -> None:
+    kinds = {e.name: e.kind for e in planted.list_files()}
+    assert kinds["root"] == kinds["s"] == kinds["sdir"] == "symlink"
+    assert kinds["fifo"] == "other"
+    assert planted.stat("s").kind == "symlink"
+
+
+def test_fifo_does_not_hang_file_calls(planted: Sandbox) -> None:
+    started = time.monotonic()
+    with pytest.raises(SandboxPathError, match="not a regular file"):
+        planted.read_file("fifo")
+    with pytest.raises(SandboxPathError):
+        planted.write_file("fifo", "x")
+    assert time.monotonic() - started < 2
+
+
+def test_deleting_a_planted_link_removes_only_the_link(
+    shared_namespace: SandboxNamespace, host_secret: Path
+) -> None:
+    sandbox = get_sandbox(shared_namespace, "unlinker")
+    sandbox.exec(f"ln -s {host_secret} dirlink; ln -s {host_secret}/secret.txt filelink")
+    sandbox.delete_file("dirlink")
+    sandbox.delete_file("filelink")
+    assert sandbox.list_files() == []
+    assert (host_secret / "secret.txt").read_text() == SENTINEL
+
+
+def test_symlink_swapped_in_during_writes(
+    shared_namespace: SandboxNamespace, host_secret: Path
+) -> None:
+    """A command flips a directory and a symlink to a host directory while the host writes
+    into it: the fd-by-fd walk must never write outside."""
+    sandbox = get_sandbox(shared_namespace, "flipper")
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(SandboxError):
+                sandbox.write_file("d/PWNED", "x")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        sandbox.exec(
+            f"i=0; while [ $i -lt 300 ]; do rm -rf d; mkdir d; rm -rf d; ln -s {host_secret} d;"
+            " rm -f d; i=$((i+1)); done",
+            timeout=5000,
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert sorted(p.name for p in host_secret.iterdir()) == ["secret.txt"]
+
+
+def test_host_files_are_invisible(shared_namespace: SandboxNamespace, host_secret: Path) -> None:
+    sandbox = get_sandbox(shared_namespace, "snoop")
+    checks = [
+        f"cat {host_secret}/secret.txt",
+        "cat /etc/shadow",
+        "cat /etc/hostname",
+        "ls /home",
+        f"ls {Path(__file__).resolve().parents[2]}",
+        f"ls {shared_namespace.state_dir}",
+        "ls /var /srv /opt /mnt /media /boot",
+        "cat /root/.bash_history",
+        "ls /sys",
+    ]
+    for command in checks:
+        result = sandbox.exec(command + " && echo PWNED")
+        assert "PWNED" not in result.stdout, command
+        assert SENTINEL not in result.stdout
+    assert sandbox.exec("hostname").stdout == "sandbox\n"
+
+
+def test_runtime_and_system_are_read_only(shared_namespace: SandboxNamespace) -> None:
+    import sys
+
+    sandbox = get_sandbox(shared_namespace, "readonly")
+    prefix = str(Path(sys.base_prefix).resolve())
+    targets = ("/usr/bin/PWNED", f"{prefix}/PWNED", "/etc/PWNED", "/PWNED", "/etc/passwd",
+               "/root/PWNED", "/dev/PWNED", "/proc/PWNED")  # fmt: skip
+    for target in targets:
+        result = sandbox.exec(f"echo x > {target} && echo PWNED")
+        assert "PWNED" not in result.stdout, target
+    assert not Path(f"{prefix}/PWNED").exists()
+
+
+def test_hard_link_to_a_runtime_file_is_refused(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "hardlink")
+    result = sandbox.exec("ln /etc/passwd hl && echo PWNED; ln /usr/bin/env hl2 && echo PWNED")
+    assert "PWNED" not in result.stdout
+
+
+def test_no_network(shared_namespace: SandboxNamespace) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        sandbox = get_sandbox(shared_namespace, "netless")
+        code = (
+            "import socket\n"
+            "for addr in [('127.0.0.1', %d), ('1.1.1.1', 53), ('10.0.0.1', 80)]:\n"
+            "    try:\n"
+            "        socket.create_connection(addr, timeout=1); print('PWNED', addr)\n"
+            "    except OSError as e:\n"
+            "        print('refused', e.errno)\n"
+        ) % port
+        sandbox.write_file("net.py", code)
+        result = sandbox.exec("python3 net.py")
+        assert "PWNED" not in result.stdout
+        assert result.stdout.count("refused") == 3, result.stderr
+        interfaces = sandbox.exec("cat /proc/net/dev").stdout
+        assert "eth" not in interfaces and "ens" not in interfaces
+    finally:
+        listener.close()
+
+
+def test_sleep_forever_is_killed(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "sleeper")
+    started = time.monotonic()
+    result = sandbox.exec("echo started; sleep infinity", timeout=800)
+    elapsed = time.monotonic() - started
+    assert result.timed_out and result.exit_code == -9
+    assert result.stdout == "started\n"
+    assert elapsed < 3
+    assert sandbox.exec("echo alive").stdout == "alive\n"
+
+
+def test_closing_stdout_does_not_escape_the_deadline(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "closer")
+    result = sandbox.exec("exec >&- 2>&-; sleep 100", timeout=600)
+    assert result.timed_out
+
+
+def test_background_processes_do_not_outlive_the_command(
+    shared_namespace: SandboxNamespace,
+) -> None:
+    sandbox = get_sandbox(shared_namespace, "daemon")
+    started = time.monotonic()
+    result = sandbox.exec("(sleep 300 > /dev/null 2>&1 &); nohup sleep 300 >/dev/null 2>&1 & echo bg")
+    assert result.stdout == "bg\n" and not result.timed_out
+    assert time.monotonic() - started < 3
+    assert sandbox.exec("ps -e -o comm= | grep -c sleep").stdout.strip() == "0"
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        "f(){ f|f& }; f; sleep 30",
+        "python3 -c 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'",
+    ],
+    ids=["shell", "python"],
+)
+def test_fork_bomb_is_contained(shared_namespace: SandboxNamespace, bomb: str) -> None:
+    sandbox = get_sandbox(shared_namespace, "bomber")
+    bystander = get_sandbox(shared_namespace, "bystander")
+    result = sandbox.exec(bomb, timeout=1500)
+    assert result.timed_out or result.exit_code != 0
+    assert bystander.exec("echo fine").stdout == "fine\n"
+    assert sandbox.exec("echo recovered").stdout == "recovered\n"
+    cgroup = shared_namespace._mechanisms.cgroup if shared_namespace._mechanisms else None
+    if cgroup is not None:
+        assert (cgroup / "bomber" / "pids.max").read_text().strip() == str(
+            TEST_LIMITS.max_processes
+        )
+        # exec() returns only once every process of the command is gone.
+        left = [
+            pid
+            for d, _, _ in os.walk(cgroup / "bomber")
+            for pid in Path(d, "cgroup.procs").read_text().split()
+        ]
+        assert left == []
+        assert [d for d in (cgroup / "bomber").iterdir() if d.is_dir()] == []
+
+
+def test_process_limit(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "counted")
+    many = TEST_LIMITS.max_processes + 10
+    result = sandbox.exec(
+        f"i=0; while [ $i -lt {many} ]; do sleep 5 & i=$((i+1)); done; echo PWNED", timeout=3000
+    )
+    if shared_namespace.mechanisms()["process_limit"].startswith("cgroup"):
+        assert "PWNED" not in result.stdout
+        assert "fork" in result.stderr.lower()
+
+
+def test_memory_limit(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "hungry")
+    result = sandbox.exec("python3 -c 'x = bytearray(2 * 1024**3); print(\"PWNED\")'")
+    assert "PWNED" not in result.stdout
+    assert "MemoryError" in result.stderr
+
+
+def test_disk_fill_is_limited(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "filler")
+    neighbour = get_sandbox(shared_namespace, "neighbour")
+    result = sandbox.exec("dd if=/dev/zero of=big bs=1M count=10000", timeout=20_000)
+    assert result.exit_code != 0
+    assert sandbox.info().workspace_bytes <= TEST_LIMITS.disk_bytes
+    assert sandbox.stat("big").size_bytes <= TEST_LIMITS.disk_bytes
+    with pytest.raises(SandboxLimitError):
+        sandbox.write_file("more", b"x" * (2 * 1024 * 1024))
+    assert neighbour.exec("echo ok > f && cat f").stdout == "ok\n"
+    neighbour.write_file("g", b"y" * 1024 * 1024)
+    sandbox.delete_file("big")
+    assert sandbox.write_file("more", b"x" * 1024) == 1024
+
+
+def test_many_small_files_are_limited(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "inodes")
+    result = sandbox.exec(
+        "i=0; while [ $i -lt 50000 ]; do : > f$i || exit 3; i=$((i+1)); done", timeout=20_000
+    )
+    assert result.exit_code != 0 or result.timed_out
+    assert "No space left on device" in result.stderr or result.timed_out
+    sandbox.exec("rm -f f*", timeout=20_000)
+
+
+def test_tmp_is_small_and_per_command(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "tmpfill")
+    result = sandbox.exec("dd if=/dev/zero of=/tmp/big bs=1M count=100")
+    assert result.exit_code != 0
+    assert sandbox.exec("ls -A /tmp").stdout == ""
+
+
+def test_nested_namespaces_and_privileges_are_refused(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "nested")
+    result = sandbox.exec(
+        "unshare -Ur true && echo PWNED-userns; mount -t tmpfs x /tmp && echo PWNED-mount;"
+        " grep CapEff /proc/self/status"
+    )
+    assert "PWNED" not in result.stdout
+    assert "CapEff:\t0000000000000000" in result.stdout
+
+
+def test_kill_all_inside_only_kills_the_jail(shared_namespace: SandboxNamespace) -> None:
+    sandbox = get_sandbox(shared_namespace, "killer")
+    sandbox.exec("kill -9 -1; kill -9 1")
+    assert os.getpid() > 0  # still here
+    assert get_sandbox(shared_namespace, "bystander").exec("echo fine").stdout == "fine\n"
