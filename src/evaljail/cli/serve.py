@@ -106,6 +106,13 @@ def serve(
         previous = {sig: signal.signal(sig, lambda n, _f: received.append(n)) for sig in handled}
         try:
             server.run()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind or start
+            if exc.code not in (0, None):
+                return _fail(
+                    f"could not serve on {settings.host}:{settings.port} (the log above says "
+                    "why; is the port taken?)",
+                    1,
+                )
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
