@@ -34,11 +34,10 @@ from .isolation.jail import worker_argv
 from .isolation.probe import Capabilities, probe
 from .policy import CORE_IMPORTS, SCIENTIFIC_IMPORTS, Policy, Profile
 from .policy.contract import check_return
-from .types import ExecutionResult, Outcome, TraceResult
+from .types import ExecutionResult, Outcome, TraceItem, TraceResult
 from .worker.protocol import FrameError, FrameReader, encode_frame, write_all
 
 if TYPE_CHECKING:
-    from .runner import TraceItem
     from .settings import Settings
 
 __all__ = ["Pool", "PoolStats"]
@@ -109,31 +108,26 @@ def _failure(raw: dict[str, Any], policy: Policy) -> tuple[Outcome, str, str | N
     limits = policy.limits
     if status == "error":
         return Outcome.ERROR, str(raw.get("error", "error")), raw.get("error_type")
-    if status == "timeout":
-        return (Outcome.TIMEOUT, f"Execution timeout exceeded {limits.timeout_ms}ms",
-                "TimeoutError")  # fmt: skip
-    if status == "cpu":
-        return (Outcome.TIMEOUT, f"CPU time limit exceeded ({limits.cpu_seconds} s)",
-                "TimeoutError")  # fmt: skip
-    if status == "budget":
-        return (Outcome.TIMEOUT, "Batch time budget exhausted before this trace ran",
-                "TimeoutError")  # fmt: skip
+    timeouts = {
+        "timeout": f"Execution timeout exceeded {limits.timeout_ms}ms",
+        "cpu": f"CPU time limit exceeded ({limits.cpu_seconds} s)",
+        "budget": "Batch time budget exhausted before this trace ran",
+    }
+    if status in timeouts:
+        return Outcome.TIMEOUT, timeouts[status], "TimeoutError"
     if status == "memory":
-        return (Outcome.MEMORY,
-                f"Memory limit exceeded ({limits.memory_bytes // _MIB} MB)", "MemoryError")  # fmt: skip
+        message = f"Memory limit exceeded ({limits.memory_bytes // _MIB} MB)"
+        return Outcome.MEMORY, message, "MemoryError"
     if status == "output_limit":
         stream = raw.get("stream", "output")
-        return (Outcome.OUTPUT_LIMIT,
-                f"Output limit exceeded: {stream} over {limits.output_bytes} characters",
-                "OutputLimitExceeded")  # fmt: skip
+        message = f"Output limit exceeded: {stream} over {limits.output_bytes} characters"
+        return Outcome.OUTPUT_LIMIT, message, "OutputLimitExceeded"
     if status == "internal":
-        return (Outcome.CRASHED, f"Sandbox failure: {raw.get('error', 'unknown')}",
-                "SandboxError")  # fmt: skip
-    return (Outcome.CRASHED, f"Process crashed: {raw.get('error', 'no result')}",
-            "ProcessCrashed")  # fmt: skip
+        return Outcome.CRASHED, f"Sandbox failure: {raw.get('error', 'unknown')}", "SandboxError"
+    return Outcome.CRASHED, f"Process crashed: {raw.get('error', 'no result')}", "ProcessCrashed"
 
 
-def _common(raw: dict[str, Any], degraded: bool) -> dict[str, Any]:
+def _common(raw: dict[str, Any], degraded: bool) -> dict[str, Any]:  # shared result fields
     return {
         "stdout": str(raw.get("stdout", "")),
         "stderr": str(raw.get("stderr", "")),
@@ -164,7 +158,7 @@ def trace_result(
     raw: dict[str, Any], item: TraceItem, policy: Policy, *, degraded: bool
 ) -> TraceResult:
     common = _common(raw, degraded)
-    ident = {"index": item.index, "trace_id": item.trace_id}
+    ident: dict[str, Any] = {"index": item.index, "trace_id": item.trace_id}
     if raw.get("status") != "ok":
         outcome, error, error_type = _failure(raw, policy)
         return TraceResult(**ident, success=False, outcome=outcome, error=error,
@@ -199,6 +193,10 @@ class _Job:
     deadline: float  #: monotonic; the batch budget
     on_raw: Callable[[int, dict[str, Any]], None]
     on_done: Callable[[BaseException | None], None]
+
+
+class _WorkerGone(WorkerCrashedError):
+    """The worker was already dead when a job was handed to it: the job never started."""
 
 
 class _Worker:
@@ -259,8 +257,13 @@ class _Worker:
         if items is not None:
             message["items"] = [[i.index, i.data_json] for i in items]
         per_item_s = job.policy.limits.timeout_ms / 1000 + _BACKSTOP_GRACE_S
+        if not self.alive():
+            raise _WorkerGone("the worker died while idle")
         try:
             write_all(self._in, encode_frame(message))
+        except OSError as exc:
+            raise _WorkerGone(f"the worker died while idle: {exc}") from exc
+        try:
             while True:
                 frame = self._reader.read(time.monotonic() + per_item_s)
                 if frame.get("id") != request_id:
@@ -400,10 +403,39 @@ class Pool:
         if errors:
             self.close()
             raise errors[0]
+        if not self.degraded:
+            try:
+                self.self_test()
+            except IsolationUnavailableError:
+                self.close()
+                raise
         for _ in range(self.min_size - 1):
             self._grow(Profile.CORE)
         for _ in range(self.scientific_min_size):
             self._grow(Profile.SCIENTIFIC)
+
+    def self_test(self) -> None:
+        """Prove the confinement on a real execution: no host files, no sockets, no fork.
+
+        Runs with static analysis off (layer 1 must not be what stops it) and raises
+        IsolationUnavailableError if any door is open.
+        """
+        probe_code = (
+            "import json\nsys = json.codecs.sys\nos = sys.modules['os']\nopen_doors = []\n"
+            "try:\n    os.stat('/etc/passwd')\n    open_doors.append('host /etc')\n"
+            "except OSError:\n    pass\n"
+            "try:\n    os.fork()\n    open_doors.append('fork')\nexcept OSError:\n    pass\n"
+            "_socket = sys.modules['importlib'].import_module('_socket')\n"
+            "try:\n    _socket.socket()\n    open_doors.append('socket')\n"
+            "except OSError:\n    pass\n"
+            "print(','.join(open_doors) or 'closed')\n"
+        )
+        result = self.run_script(probe_code, Policy(static_analysis=False)).result(timeout=60)
+        if result.stdout.strip() != "closed":
+            raise IsolationUnavailableError(
+                f"confinement self-test failed: {result.stdout.strip() or result.error}",
+                details={"stdout": result.stdout, "error": result.error},
+            )
 
     def _init_message(self, profile: Profile) -> dict[str, Any]:
         preload = sorted(CORE_IMPORTS)
@@ -506,12 +538,18 @@ class Pool:
                             return
                         self._lock.wait(timeout=max(self.idle_timeout_s - waited, 0.05))
                     self._idle[profile] -= 1
-                    if self._closed:
+                    if not queue:  # woken by close()
                         return
                     job = queue.popleft()
                 error: BaseException | None = None
                 try:
                     worker.run(job, next(self._ids))
+                except _WorkerGone:
+                    with self._lock:  # nothing ran: give the job to the next worker
+                        queue.appendleft(job)
+                        self._workers_replaced += 1
+                        self._lock.notify()
+                    return
                 except WorkerCrashedError as exc:
                     error = exc
                 job.on_done(error)

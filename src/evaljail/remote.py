@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from . import __version__
+from ._version import __version__
 from .errors import (
     ERROR_TABLE,
     EvaljailError,
@@ -34,7 +34,7 @@ from .policy import Policy
 from .types import ExecutionResult, Outcome, TraceResult, Violation
 
 if TYPE_CHECKING:
-    from .runner import TraceItem
+    from .types import TraceItem
 
 __all__ = ["RemoteBackend", "execution_result_from_json", "trace_result_from_json"]
 

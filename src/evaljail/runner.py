@@ -20,7 +20,7 @@ import time
 import traceback as tb_module
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from .errors import ConfigurationError, EvalFunctionNotFoundError
@@ -28,7 +28,14 @@ from .policy import Policy, Profile
 from .policy.analysis import AnalysisReport, analyze
 from .policy.contract import check_return, find_eval_function
 from .settings import Settings
-from .types import BatchExecutionResult, ExecutionResult, Outcome, TraceResult, Violation
+from .types import (
+    BatchExecutionResult,
+    ExecutionResult,
+    Outcome,
+    TraceItem,
+    TraceResult,
+    Violation,
+)
 
 __all__ = [
     "Backend",
@@ -41,15 +48,6 @@ __all__ = [
 
 #: ``on_progress(done, total, result)`` after each trace finishes.
 ProgressCallback = Callable[[int, int, TraceResult], None]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TraceItem:
-    """One trace of a batch, ready to send: its position, id and JSON-encoded data."""
-
-    index: int
-    trace_id: str
-    data_json: str
 
 
 def normalize_traces(traces: Iterable[Any]) -> list[TraceItem]:
@@ -353,13 +351,12 @@ class PythonRunner:
     ) -> AsyncIterator[TraceResult]:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[TraceResult | None] = asyncio.Queue()
+
+        def on_result(_index: int, result: TraceResult) -> None:
+            loop.call_soon_threadsafe(q.put_nowait, result)
+
         items, _, future = self._start_batch(
-            code,
-            function_name,
-            traces,
-            timeout,
-            batch_timeout_ms,
-            lambda _i, r: loop.call_soon_threadsafe(q.put_nowait, r),
+            code, function_name, traces, timeout, batch_timeout_ms, on_result
         )
         wrapped = asyncio.wrap_future(future)
         remaining = len(items)

@@ -13,6 +13,7 @@ __all__ = [
     "BatchExecutionResult",
     "ExecutionResult",
     "Outcome",
+    "TraceItem",
     "TraceResult",
     "Violation",
 ]
@@ -174,3 +175,12 @@ class BatchExecutionResult:
             "violations": [v.to_dict() for v in self.violations],
             "counts": self.counts,
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceItem:
+    """One trace of a batch, ready to send: its position, id and JSON-encoded data."""
+
+    index: int
+    trace_id: str
+    data_json: str

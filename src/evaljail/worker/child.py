@@ -14,6 +14,7 @@ Order matters and is the point of this module:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import linecache
@@ -61,7 +62,7 @@ class SeccompFilter:
 
 
 def _address_space_bytes() -> int:
-    with open("/proc/self/statm", "rb") as f:  # noqa: PTH123 - before any guard
+    with open("/proc/self/statm", "rb") as f:
         pages = int(f.read().split()[0])
     return pages * os.sysconf("SC_PAGE_SIZE")
 
@@ -127,7 +128,8 @@ def spare_main(
             header = reader.read()
         except FrameError:
             os._exit(0)  # the zygote retired this spare
-        code = marshal.loads(reader.read_bytes(int(header["code_len"])))
+        # the zygote marshalled this code object itself; no user bytes reach marshal
+        code = marshal.loads(reader.read_bytes(int(header["code_len"])))  # noqa: S302
         trace_len = header.get("trace_len")
         trace_json = reader.read_bytes(int(trace_len)) if trace_len is not None else None
         os.close(work_fd)
@@ -148,14 +150,12 @@ def spare_main(
         result["maxrss_kb"] = usage.ru_maxrss
         write_all(result_fd, encode_frame(result))
         status = 0
-    except BaseException as exc:  # noqa: BLE001 - report confinement failures, then die
-        try:
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):  # nothing left to report to
             write_all(
                 result_fd,
                 encode_frame({"status": "internal", "error": _error_message(exc)[:2048]}),
             )
-        except BaseException:  # noqa: BLE001, S110 - nothing left to report to
-            pass
     os._exit(status)
 
 
@@ -171,7 +171,7 @@ def _warm_up(
     safe = next(iter(builtins_cache.values()), None)
     if safe is None:
         return
-    code = marshal.loads(marshal.dumps(compile("print(1)", SOURCE_NAME, "exec")))
+    code = marshal.loads(marshal.dumps(compile("print(1)", SOURCE_NAME, "exec")))  # noqa: S302
     writer = BoundedWriter(64, "stdout")
     saved = sys.stdout
     sys.stdout = writer
@@ -201,7 +201,7 @@ def _run(
     trace = json.loads(trace_json) if trace_json is not None else None
     linecache.cache[SOURCE_NAME] = (len(source), None, source.splitlines(True), SOURCE_NAME)
     _apply_rlimits(limits)
-    sys.stdout, sys.stderr, sys.stdin = out, err, None  # type: ignore[assignment]
+    sys.stdout, sys.stderr, sys.stdin = out, err, None
     namespace: dict[str, Any] = {
         "__builtins__": safe_builtins,
         "__name__": "__main__" if mode == "script" else "evaljail_eval",
@@ -236,7 +236,7 @@ def _run(
                 "error": f"SystemExit: {exc.code}",
                 "traceback": _user_traceback(exc),
             }
-    except BaseException as exc:  # noqa: BLE001 - the user's failure is a value
+    except BaseException as exc:
         result = {
             "status": "error",
             "error_type": type(exc).__name__,

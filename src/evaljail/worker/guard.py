@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import math
 import unicodedata
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -32,7 +33,7 @@ _FRAME_ATTRS = frozenset(
 )  # fmt: skip
 
 
-class OutputLimitExceeded(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class OutputLimitExceeded(BaseException):
     """Raised inside user code when stdout or stderr passes the output cap.
 
     A BaseException so that ``except Exception`` in user code cannot swallow it.
@@ -103,8 +104,8 @@ def _make_import(
 ) -> Callable[..., ModuleType]:
     def guarded_import(
         name: str,
-        globals: dict[str, Any] | None = None,  # noqa: A002 - mirrors __import__
-        locals: dict[str, Any] | None = None,  # noqa: A002
+        globals: dict[str, Any] | None = None,
+        locals: dict[str, Any] | None = None,
         fromlist: Iterable[str] | None = (),
         level: int = 0,
     ) -> ModuleType:
@@ -147,7 +148,7 @@ def describe_value(value: Any, *, text_limit: int, depth: int = 0) -> dict[str, 
     if kind is int:
         return {"t": "int", "v": value if -(2**53) < value < 2**53 else 0}
     if kind is float:
-        return {"t": "float", "v": value if value == value and abs(value) != float("inf") else 0}
+        return {"t": "float", "v": value if math.isfinite(value) else 0}
     if kind is tuple and depth == 0:
         return {
             "t": "tuple",
@@ -156,6 +157,6 @@ def describe_value(value: Any, *, text_limit: int, depth: int = 0) -> dict[str, 
         }
     try:
         text = repr(value)[:200]
-    except BaseException:  # noqa: BLE001 - a hostile __repr__ must not break the frame
+    except BaseException:
         text = "<unrepresentable>"
     return {"t": kind.__name__, "r": text}

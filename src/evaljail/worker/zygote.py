@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 from collections import OrderedDict
-from types import CodeType
 from typing import Any
 
 from .child import SOURCE_NAME, SeccompFilter, spare_main
@@ -79,7 +78,7 @@ class _Zygote:
             try:
                 importlib.import_module(name)
                 loaded.append(name)
-            except Exception as exc:  # noqa: BLE001 - reported to the pool
+            except Exception as exc:
                 failed[name] = f"{type(exc).__name__}: {exc}"
         bpf_hex = message.get("seccomp_bpf")
         if bpf_hex:
