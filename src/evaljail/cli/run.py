@@ -154,6 +154,9 @@ def run_eval(
     from ..evals.files import load_feedback, load_traces
     from ..evals.metrics import compare
     from ..evals.summary import summarize, verdicts
+    from ..policy import Policy
+    from ..policy.analysis import analyze
+    from ..policy.contract import find_eval_function
     from ..runner import PythonRunner
     from ..settings import Settings
 
@@ -182,20 +185,30 @@ def run_eval(
     except ConfigurationError as exc:
         return fail(exc.message, 2)
 
+    # Static analysis and the eval function first: rejected code never starts the pool.
+    try:
+        policy = Policy.from_settings(settings)
+        analysis = analyze(source, policy)
+        if analysis.violations:
+            for v in analysis.violations:
+                err.print(
+                    f"{eval_file}:{v.line}:{v.col}: {v.rule_id}: {v.message}",
+                    highlight=False,
+                    markup=False,
+                )
+            return fail("static analysis rejected the eval; nothing ran", 1)
+        assert analysis.tree is not None
+        function_name = find_eval_function(analysis.tree, function_name)
+    except EvalFunctionNotFoundError as exc:
+        return fail(f"{eval_file}: {exc.message}", 2)
+    except EvaljailError as exc:  # source too large or too complex
+        return fail(f"{eval_file}: {exc.message}", 1)
+
     traces = [{"trace_id": t.trace_id, "data": t.data} for t in loaded]
     started = time.perf_counter()
     try:
         backend = "remote" if executor_url else "local"
         with PythonRunner(settings=settings, backend=backend, executor_url=executor_url) as runner:
-            findings = runner.check(source)
-            if findings:
-                for v in findings:
-                    err.print(
-                        f"{eval_file}:{v.line}:{v.col}: {v.rule_id}: {v.message}",
-                        highlight=False,
-                        markup=False,
-                    )
-                return fail("static analysis rejected the eval; nothing ran", 1)
             results = _run_batch(runner, source, function_name, traces, timeout_ms, err)
     except (EvalFunctionNotFoundError, ConfigurationError) as exc:
         return fail(exc.message, 2)
