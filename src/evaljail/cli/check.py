@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
         files: Annotated[
             list[str],
             typer.Argument(
-                metavar="FILE...",
+                metavar="FILE",
                 help="Eval source files to analyse ('-' for standard input).",
                 show_default=False,
             ),
