@@ -1,32 +1,14 @@
-# The README names two targets: `make serve` and `make test`. Each sets itself up first.
-.PHONY: serve test lint typecheck bench setup clean
+# Conveniences over the two commands of the README (scripts/serve and scripts/test).
+.PHONY: serve test bench clean
 
-VENV ?= .venv
-PY := $(VENV)/bin/python
+serve:
+	scripts/serve
 
-setup:
-	@scripts/setup.sh
+test:
+	scripts/test
 
-serve: setup
-	$(VENV)/bin/evaljail doctor
-	$(VENV)/bin/evaljail serve
-
-test: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
-	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
-
-lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
-
-typecheck: setup
-	$(VENV)/bin/mypy
-
-bench: setup
-	$(PY) bench/engine_bench.py
+bench:
+	scripts/setup.sh && .venv/bin/python bench/engine_bench.py && .venv/bin/python bench/service_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out

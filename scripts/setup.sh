@@ -15,6 +15,10 @@ fi
 
 need_pkgs=()
 command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
+# Debian/Ubuntu ship venv and ensurepip separately from python3.
+if [ ! -x "${EVALJAIL_VENV:-.venv}/bin/python" ] && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+  need_pkgs+=("python3-venv")
+fi
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || need_pkgs+=(libseccomp2)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -31,7 +35,11 @@ fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating virtual environment in $VENV"
-  "$PYTHON" -m venv "$VENV"
+  if ! "$PYTHON" -m venv "$VENV"; then
+    rm -rf "$VENV"
+    echo "cannot create a virtual environment: install python3-venv (apt-get install python3-venv)" >&2
+    exit 1
+  fi
 fi
 
 stamp="$VENV/.evaljail-installed"
