@@ -393,3 +393,20 @@ def test_every_rule_is_documented_and_every_documented_rule_exists() -> None:
     doc = (REPO / "docs" / "static-analysis.md").read_text(encoding="utf-8")
     table_ids = set(re.findall(r"^\| `([a-z-]+)` \|", doc, flags=re.MULTILINE))
     assert table_ids == set(RULES)
+
+
+# -- side effects -----------------------------------------------------------------------------
+
+
+def test_parser_warnings_are_neither_printed_nor_turned_into_errors() -> None:
+    import warnings
+
+    source = 'x = 1if y else 2\ns = "\\d"\n'
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        report = analyze(source)
+        filters_after_first = len(warnings.filters)
+        analyze(source)
+        assert len(warnings.filters) == filters_after_first  # idempotent
+    assert report.ok
+    assert caught == []

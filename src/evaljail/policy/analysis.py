@@ -14,6 +14,9 @@ Input it cannot analyse safely is an exception, never a crash or a stall:
   CPython tokenizer and parser accept (200 brackets, 100 indentation levels, parser stack),
   raises :class:`SourceTooComplexError`.
 
+Parser warnings about the source (SyntaxWarning, DeprecationWarning) are ignored: see
+:func:`_ignore_parser_warnings`, the one process-wide side effect.
+
 Source that is not text is a finding, not an exception: bytes that do not decode (UTF-8 unless
 a PEP 263 coding comment says otherwise) and strings with lone surrogates give an
 ``encoding-error`` violation; null bytes give a ``syntax-error`` violation, as in Python 3.12.
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +42,9 @@ __all__ = ["AnalysisReport", "analyze"]
 
 #: Syntax errors that are the tokenizer's nesting limits: "too complex", not "invalid".
 _TOKENIZER_LIMITS = ("too many nested parentheses", "too many levels of indentation")
+
+#: The file name untrusted source is parsed under; parser warnings are attributed to it.
+_PARSE_FILENAME = "<evaljail-analysis>"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +114,22 @@ def _decode(data: bytes) -> str | AnalysisReport:
         return _rejected("encoding-error", 1, 1, f"cannot decode source as {encoding}: {exc}")
 
 
+def _ignore_parser_warnings() -> None:
+    """Ignore the parser's warnings about untrusted source (``invalid decimal literal``,
+    invalid escape sequences), which are attributed to :data:`_PARSE_FILENAME`.
+
+    They are the submitter's business, not the service's stderr's, and must not turn into
+    errors under ``-W error`` (the result of analysis would then depend on interpreter flags).
+    ``warnings.catch_warnings`` is not thread-safe, so instead one narrow filter is kept first
+    in the process's filter list (moved back to the front if something was put before it); it
+    matches nothing else.
+    """
+    pattern = re.escape(_PARSE_FILENAME)
+    first = warnings.filters[0] if warnings.filters else None
+    if first is None or first[0] != "ignore" or getattr(first[3], "pattern", None) != pattern:
+        warnings.filterwarnings("ignore", module=pattern)  # replaces an older copy, if any
+
+
 def _columns(findings: list[Finding], text: str) -> tuple[Violation, ...]:
     """Findings as violations: 1-based character columns, sorted, duplicates removed."""
     lines: list[str] | None = None
@@ -154,8 +178,9 @@ def analyze(source: str | bytes, policy: Policy | None = None) -> AnalysisReport
     else:
         raise ConfigurationError(f"source must be str or bytes, got {type(source).__name__}")
 
+    _ignore_parser_warnings()
     try:
-        tree = ast.parse(text, filename="<eval>", mode="exec")
+        tree = ast.parse(text, filename=_PARSE_FILENAME, mode="exec")
     except SyntaxError as exc:
         message = exc.msg or "invalid syntax"
         if any(limit_msg in message for limit_msg in _TOKENIZER_LIMITS):
