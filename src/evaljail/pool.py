@@ -45,6 +45,8 @@ __all__ = ["Pool", "PoolStats"]
 _STARTUP_TIMEOUT_S = 60.0
 _BACKSTOP_GRACE_S = 2.0
 _MIB = 1024 * 1024
+#: Run by each scientific spare before it waits: pre-faults the pages a pandas eval touches.
+_SCIENTIFIC_WARM_UP = "import pandas as pd\npd.DataFrame({'a': [1, 2]}).a.sum()\n"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -438,17 +440,21 @@ class Pool:
             )
 
     def _init_message(self, profile: Profile) -> dict[str, Any]:
-        preload = sorted(CORE_IMPORTS)
-        policy = Policy.core()
-        if profile is Profile.SCIENTIFIC:
-            preload += ["numpy", "pandas", "matplotlib"]
-            policy = Policy.scientific()
-        return {
+        message: dict[str, Any] = {
             "op": "init",
-            "preload": preload,
+            "preload": sorted(CORE_IMPORTS),
             "seccomp_bpf": self._seccomp_hex,
-            "policy": policy.to_wire(),
+            "policy": Policy.core().to_wire(),
         }
+        if profile is Profile.SCIENTIFIC:
+            message.update(
+                preload=[*message["preload"], "numpy", "pandas", "matplotlib",
+                         "matplotlib.pyplot"],
+                policy=Policy.scientific().to_wire(),
+                seal=["/tmp"],
+                warm_code=_SCIENTIFIC_WARM_UP,
+            )  # fmt: skip
+        return message
 
     def _spawn_worker(self, profile: Profile) -> _Worker:
         with self._lock:

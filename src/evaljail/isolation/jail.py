@@ -2,8 +2,8 @@
 
 Binds, read-only, only the Python runtime (its prefix and the active environment's
 site-packages), the system libraries, and the worker package at :data:`JAIL_WORKER_DIR`. No home,
-no /etc, no project checkout, nothing writable: the root is remounted read-only and there is no
-/tmp. The environment is cleared and rebuilt from :func:`worker_env`.
+no /etc, no project checkout, nothing writable: the root and /dev are remounted read-only and
+there is no /tmp (the scientific profile has a small one, sealed by the zygote after preloading). The environment is cleared and rebuilt from :func:`worker_env`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def worker_env(*, scientific: bool) -> dict[str, str]:
             NUMEXPR_NUM_THREADS="1",
             VECLIB_MAXIMUM_THREADS="1",
             MPLBACKEND="Agg",
-            MPLCONFIGDIR="/nonexistent",
+            MPLCONFIGDIR="/tmp/matplotlib",
         )
     return env
 
@@ -67,7 +67,10 @@ def worker_argv(*, jailed: bool, scientific: bool, bwrap: str = "bwrap") -> list
     spec = BwrapSpec(
         ro_binds=runtime_paths(),
         ro_binds_to=((str(host_worker_dir()), JAIL_WORKER_DIR),),
-        tmpfs=(),
+        # matplotlib will not import without a writable cache directory: the scientific jail
+        # gets a 4 MB /tmp that the zygote seals (read-only modes) once it has preloaded.
+        tmpfs=("/tmp",) if scientific else (),
+        tmpfs_size_bytes=4 * 1024 * 1024,
         env=tuple(sorted(worker_env(scientific=scientific).items())),
         extra_args=("--remount-ro", "/", "--remount-ro", "/dev"),
     )

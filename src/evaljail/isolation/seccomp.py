@@ -40,6 +40,9 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "setdomainname", "iopl", "ioperm", "name_to_handle_at", "open_by_handle_at",
     "lookup_dcookie", "move_pages", "migrate_pages", "mbind", "set_mempolicy",
     "vhangup", "uselib", "nfsservctl", "seccomp",
+    # metadata of the few writable paths (the scientific profile's sealed /tmp): no unsealing
+    "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
+    "futimesat", "utimensat",
 )  # fmt: skip
 
 _SCMP_ACT_ALLOW = 0x7FFF0000

@@ -107,6 +107,7 @@ def spare_main(
     seccomp: SeccompFilter | None,
     builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]],
     warm: bool = True,
+    warm_code: bytes | None = None,
 ) -> NoReturn:
     """A pre-forked child: confine what does not depend on the request, wait, then run it.
 
@@ -122,7 +123,7 @@ def spare_main(
         if seccomp is not None:
             seccomp.install()
         if warm:
-            _warm_up(builtins_cache)
+            _warm_up(builtins_cache, warm_code)
         reader = FrameReader(work_fd)
         try:
             header = reader.read()
@@ -161,6 +162,7 @@ def spare_main(
 
 def _warm_up(
     builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]],
+    warm_code: bytes | None,
 ) -> None:
     """Touch, while idle, the memory that a run will touch.
 
@@ -171,12 +173,17 @@ def _warm_up(
     safe = next(iter(builtins_cache.values()), None)
     if safe is None:
         return
-    code = marshal.loads(marshal.dumps(compile("print(1)", SOURCE_NAME, "exec")))  # noqa: S302
+    source = "print(1)"
+    code = marshal.loads(marshal.dumps(compile(source, SOURCE_NAME, "exec")))  # noqa: S302
     writer = BoundedWriter(64, "stdout")
     saved = sys.stdout
     sys.stdout = writer
     try:
         exec(code, {"__builtins__": safe, "__name__": "__main__"})
+        if warm_code is not None:  # the profile's own warm-up (e.g. a tiny DataFrame)
+            exec(marshal.loads(warm_code), {"__builtins__": safe})  # noqa: S302
+    except Exception:  # noqa: BLE001, S110 - warming is best effort
+        pass
     finally:
         sys.stdout = saved
     json.loads('{"trace_id": "warm", "steps": [{"input": "x", "output": null}]}')

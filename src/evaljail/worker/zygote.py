@@ -67,6 +67,7 @@ class _Zygote:
         self.spare: _Spare | None = None
         self.to_reap: list[tuple[int, float]] = []
         self.executions = 0
+        self.warm_code: bytes | None = None
         self._libc_fork = ctypes.PyDLL(None, use_errno=True).fork
 
     # -- start-up ------------------------------------------------------------------------------
@@ -86,6 +87,11 @@ class _Zygote:
         policy = message.get("policy")
         if policy:
             self._builtins_for(policy)
+        for path in message.get("seal", []):
+            _seal(path)
+        warm = message.get("warm_code")
+        if warm:
+            self.warm_code = marshal.dumps(compile(warm, SOURCE_NAME, "exec"))
         libc = ctypes.CDLL(None, use_errno=True)
         dumpable_off = libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
         gc.collect()
@@ -121,6 +127,7 @@ class _Zygote:
                 seccomp=self.seccomp,
                 builtins_cache=self.builtins_cache,
                 warm=warm,
+                warm_code=self.warm_code,
             )
         os.close(work_r)
         os.close(result_w)
@@ -302,6 +309,18 @@ class _Zygote:
         finally:
             if self.spare is not None:
                 self.spare.discard()
+
+
+def _seal(root: str) -> None:
+    """Make a writable tree read-only for everyone (the children may not chmod it back)."""
+    if not os.path.isdir(root):  # noqa: PTH112
+        return
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444)  # noqa: PTH101, PTH118
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o555)  # noqa: PTH101, PTH118
+    os.chmod(root, 0o555)  # noqa: PTH101
 
 
 def main() -> None:
