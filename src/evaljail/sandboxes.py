@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import resource
 import secrets
@@ -108,6 +109,38 @@ _META = "meta.json"
 _TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _KILL_GRACE_S = 1.0  # after a timeout kill, how long to drain what the command had written
 _JAIL_UID = 65534
+_PIDS_HEADROOM = 512  # the namespace-wide pids.max allows for lazily released charges
+_SPARES = 2  # spawners kept ready, already in their own cgroup
+_SPAWNER_FAILED = "evaljail-spawner-failed: "
+
+#: A spawner: started ahead of time by the housekeeping thread, it joins its fresh pids cgroup
+#: (argv[1]) -- a cgroup migration costs ~10 ms of RCU synchronisation on cgroup v1, which would
+#: otherwise be paid on every command -- then blocks on stdin. ``exec`` sends one JSON request
+#: (rlimits, bubblewrap argv); the spawner sets the rlimits and *becomes* bubblewrap (execve keeps
+#: the pid, the process group and the stdout/stderr pipes). It never runs anything unconfined:
+#: any failure before the execve is reported on stderr with a marker and exit status 125.
+_SPAWNER = f"""
+import json, os, resource, signal, sys
+try:
+    # Python ignores these at start-up, and ignored signals survive execve: restore them so
+    # that commands behave as from a shell (``yes | head`` ends on SIGPIPE, quota on SIGXFSZ).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    if len(sys.argv) > 1:
+        fd = os.open(sys.argv[1], os.O_WRONLY)
+        os.write(fd, b"0")
+        os.close(fd)
+    request = json.loads(sys.stdin.buffer.read())
+    for res, soft, hard in request["rlimits"]:
+        resource.setrlimit(res, (soft, hard))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.execve(request["argv"][0], request["argv"], {{}})
+except BaseException as exc:
+    os.write(2, ("{_SPAWNER_FAILED}%s: %s\\n" % (type(exc).__name__, exc)).encode())
+    os._exit(125)
+"""
 
 
 def parse_duration(text: str, *, name: str = "sleep_after") -> float:
@@ -253,7 +286,7 @@ class SandboxLimits:
     disk_bytes: int = 64 * _MIB  #: each workspace's quota (the size of its filesystem)
     total_disk_bytes: int = 2048 * _MIB  #: sum of the quotas of all live sandboxes
     memory_bytes: int = 512 * _MIB  #: RLIMIT_AS of every process of a command
-    max_processes: int = 64  #: pids.max of each sandbox (all its running commands together)
+    max_processes: int = 64  #: pids.max of each command (its own cgroup; all its processes)
     open_files: int = 256  #: RLIMIT_NOFILE
     tmp_bytes: int = 16 * _MIB  #: the size of the per-command tmpfs at /tmp (counts as memory)
     output_bytes: int = 1 * _MIB  #: stdout and stderr are each truncated past this
@@ -364,22 +397,26 @@ class _Mechanisms:
     cgroup: Path | None  #: this namespace's pids cgroup, None when unavailable
     cgroup_kind: str  #: "cgroup-v1-pids", "cgroup-v2-pids" or "rlimit-nproc"
     disable_userns: bool  #: bubblewrap supports --disable-userns
+    #: (read-only binds, system library dirs, symlinks) of every jail, see _host_layout
+    layout: tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
-@dataclass(frozen=True, slots=True)
-class _ChildSetup:
-    """Runs in the forked child just before bubblewrap is exec'd (``preexec_fn``): joins the
-    sandbox's pids cgroup and sets the rlimits that every process of the command inherits. Only
-    async-signal-tolerant calls: one write(2) and setrlimit(2)."""
+@dataclass(frozen=True, slots=True, eq=False)
+class _Spare:
+    """A started spawner (see :data:`_SPAWNER`) and the cgroup it joins (None without one)."""
 
-    cgroup_procs_fd: int | None
-    rlimits: tuple[tuple[int, int, int], ...]
+    proc: subprocess.Popen[bytes]
+    cgroup: Path | None
 
-    def __call__(self) -> None:
-        if self.cgroup_procs_fd is not None:
-            os.write(self.cgroup_procs_fd, b"0")
-        for res, soft, hard in self.rlimits:
-            resource.setrlimit(res, (soft, hard))
+    def discard(self, root: Path | None) -> None:
+        """Kill it and remove its cgroup (``root``: the namespace's cgroup)."""
+        _kill_group(self.proc)
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        if self.cgroup is not None and root is not None:
+            _remove_cgroup_tree(self.cgroup, root)
 
 
 @dataclass(slots=True, eq=False)
@@ -585,6 +622,30 @@ def _find_pids_cgroup() -> tuple[Path, str] | None:
     return None
 
 
+def _host_layout(
+    runtime_prefixes: tuple[str, ...],
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """What every jail shows of the host, read-only: /usr/bin, the system libraries and the
+    Python runtime prefixes. Top-level directories that are symbolic links on the host (merged
+    /usr: /bin, /lib...) become the same symbolic links in the jail instead of extra mounts."""
+    ro: list[str] = []
+    libs: list[str] = []
+    symlinks: list[tuple[str, str]] = []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        host = Path(top)
+        if host.is_symlink():
+            symlinks.append((str(host.readlink()), top))
+        elif host.is_dir():
+            (libs if top.startswith("/lib") else ro).append(top)
+    ro.append("/usr/bin")
+    libs += [d for d in ("/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32") if Path(d).is_dir()]
+    for prefix in runtime_prefixes:
+        covered = any(prefix == p or prefix.startswith(p + "/") for p in (*ro, *libs))
+        if not covered and Path(prefix).is_dir():
+            ro.append(prefix)
+    return tuple(ro), tuple(libs), tuple(symlinks)
+
+
 def _bwrap_supports_disable_userns(bwrap: str) -> bool:
     try:
         out = subprocess.run(
@@ -744,7 +805,10 @@ class SandboxNamespace:
         self._mechanisms: _Mechanisms | None = None
         self._bwrap_path: str | None = None
         self._stop = threading.Event()
-        self._reaper: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._spares: queue.SimpleQueue[_Spare] = queue.SimpleQueue()
+        self._spare_count = 0  # spares made and not yet taken (guarded by self._lock)
         self._lock_fd = self._take_lock()
         self._finalizer: weakref.finalize[[str, bool, int, str | None], SandboxNamespace] | None = (
             None
@@ -892,6 +956,7 @@ class SandboxNamespace:
                 cgroup=cgroup,
                 cgroup_kind=kind,
                 disable_userns=_bwrap_supports_disable_userns(bwrap),
+                layout=_host_layout(self._runtime_prefixes),
             )
             self._arm_finalizer(cgroup=cgroup)
             return self._mechanisms
@@ -932,7 +997,7 @@ class SandboxNamespace:
         cgroup = base / f"evaljail-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             cgroup.mkdir()
-            total = self._limits.max_sandboxes * self._limits.max_processes
+            total = self._limits.max_sandboxes * self._limits.max_processes + _PIDS_HEADROOM
             (cgroup / "pids.max").write_text(str(total))
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -1028,7 +1093,7 @@ class SandboxNamespace:
                     creator = True
             if creator:
                 self._provision(state)
-                self._start_reaper()
+                self._start_housekeeper()
             else:
                 state.ready.wait()
                 if state.failed or state.destroyed:
@@ -1109,8 +1174,10 @@ class SandboxNamespace:
             self._closed = True
             states = list(self._states.values())
         self._stop.set()
-        if self._reaper is not None:
-            self._reaper.join(timeout=10)
+        self._wake.set()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=10)
+        self._discard_spares()
         for state in states:
             if self._private:
                 self._destroy_state(state, reason="closed")
@@ -1220,12 +1287,10 @@ class SandboxNamespace:
         tmp.replace(state.meta)
 
     def _kill_running(self, state: _State) -> None:
-        """Under ``state.cond``: kill every command of the sandbox."""
+        """Under ``state.cond``: kill every command of the sandbox (each ``exec`` then waits
+        for the last process of its command and removes its cgroup)."""
         for proc in list(state.procs):
             _kill_group(proc)
-        mech = self._mechanisms
-        if mech is not None and mech.cgroup is not None:
-            _remove_cgroup_tree(mech.cgroup / state.sandbox_id, mech.cgroup)
 
     def _quiesce(self, state: _State) -> None:
         """Kill the sandbox's commands and wait until no operation is in progress."""
@@ -1253,21 +1318,102 @@ class SandboxNamespace:
             state.gone.set()
             _log.info("sandbox %s %s", state.sandbox_id, reason)
 
-    def _start_reaper(self) -> None:
+    def _start_housekeeper(self) -> None:
         with self._lock:
-            if self._reaper is not None or self._closed:
+            if self._housekeeper is not None or self._closed:
                 return
-            self._reaper = threading.Thread(
-                target=self._reap_loop, name="evaljail-sandbox-reaper", daemon=True
+            self._housekeeper = threading.Thread(
+                target=self._housekeeping, name="evaljail-sandboxes", daemon=True
             )
-            self._reaper.start()
+            self._housekeeper.start()
 
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self._reap_interval_s):
+    def _housekeeping(self) -> None:
+        """The namespace's background thread: keeps spawners ready and reaps idle sandboxes
+        (every ``reap_interval_s``, so a sandbox goes at most that long after its time)."""
+        while not self._stop.is_set():
             try:
+                self._refill_spares()
                 self._reap_once()
-            except Exception:  # the reaper must survive any one failure
-                _log.exception("sandbox reaper failed")
+            except Exception:  # the housekeeper must survive any one failure
+                _log.exception("sandbox housekeeping failed")
+            self._wake.wait(self._reap_interval_s)
+            self._wake.clear()
+
+    def _refill_spares(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if self._spare_count >= _SPARES:
+                    return
+                self._spare_count += 1
+            try:
+                spare = self._spawn()
+            except BaseException:
+                with self._lock:
+                    self._spare_count -= 1
+                raise
+            self._spares.put(spare)
+
+    def _discard_spares(self) -> None:
+        root = self._mechanisms.cgroup if self._mechanisms is not None else None
+        while True:
+            try:
+                spare = self._spares.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                self._spare_count -= 1
+            spare.discard(root)
+
+    def _spawn(self) -> _Spare:
+        """Start a spawner in a fresh cgroup with its own ``pids.max``.
+
+        The limit is per command, not per sandbox: the kernel releases the pids charge of exited
+        tasks lazily (measured: up to ~50 stale charges after fast commands), so a long-lived
+        counter shared by successive commands would fail forks spuriously. A fresh cgroup
+        starts from zero; the namespace's cgroup keeps a total with headroom as a backstop.
+        """
+        mech = self._probe()
+        python = sys.executable or shutil.which("python3") or "python3"
+        argv = [python, "-I", "-S", "-c", _SPAWNER]
+        cgroup: Path | None = None
+        if mech.cgroup is not None:
+            cgroup = mech.cgroup / f"cmd-{next(self._command_ids)}"
+            try:
+                cgroup.mkdir()
+                (cgroup / "pids.max").write_text(str(self._limits.max_processes))
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
+                raise SandboxError(f"cannot set up a command's process limit: {exc}") from exc
+            argv.append(str(cgroup / "cgroup.procs"))
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={},
+                close_fds=True,
+                start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            if cgroup is not None:
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
+            raise SandboxError(f"cannot start the sandbox jail: {exc}") from exc
+        return _Spare(proc=proc, cgroup=cgroup)
+
+    def _take_spare(self) -> _Spare:
+        """A ready spawner, or a new one when none is ready (a cold start)."""
+        try:
+            spare = self._spares.get_nowait()
+        except queue.Empty:
+            spare = self._spawn()
+        else:
+            with self._lock:
+                self._spare_count -= 1
+        self._wake.set()
+        return spare
 
     def _reap_once(self) -> None:
         now = time.monotonic()
@@ -1368,21 +1514,7 @@ class SandboxNamespace:
     def _spec(
         self, state: _State, mech: _Mechanisms, cwd: str, env: tuple[tuple[str, str], ...]
     ) -> BwrapSpec:
-        ro: list[str] = []
-        symlinks: list[tuple[str, str]] = []
-        for top in ("/bin", "/sbin"):
-            host = Path(top)
-            if host.is_symlink():
-                symlinks.append((str(host.readlink()), top))
-            elif host.is_dir():
-                ro.append(top)
-        ro.append("/usr/bin")
-        for prefix in self._runtime_prefixes:
-            if (
-                not any(prefix == p or prefix.startswith(p + "/") for p in ro)
-                and Path(prefix).is_dir()
-            ):
-                ro.append(prefix)
+        ro, libs, symlinks = mech.layout
         path = ":".join([*(f"{p}/bin" for p in self._runtime_prefixes), "/usr/bin", "/bin"])
         base_env = {
             "PATH": path,
@@ -1395,7 +1527,8 @@ class SandboxNamespace:
         base_env.update(env)
         etc = self._root / "etc"
         return BwrapSpec(
-            ro_binds=tuple(ro),
+            ro_binds=ro,
+            system_lib_dirs=libs,
             ro_binds_to=((str(etc / "passwd"), "/etc/passwd"), (str(etc / "group"), "/etc/group")),
             rw_binds_to=((str(state.ws), WORKSPACE),),
             tmpfs=("/tmp",),
@@ -1405,7 +1538,7 @@ class SandboxNamespace:
             gid=_JAIL_UID,
             chdir=cwd,
             env=tuple(base_env.items()),
-            symlinks=tuple(symlinks),
+            symlinks=symlinks,
             # The jail's root and /dev are unbounded tmpfs mounts of bubblewrap's: read-only once
             # set up, so only /workspace (quota), /tmp and /dev/shm (size-limited) are writable.
             extra_args=(
@@ -1482,19 +1615,17 @@ class SandboxNamespace:
                 ["/bin/sh", "-c", command],
                 bwrap=self._bwrap_path or self._bwrap,
             )
-            cgroup, cgroup_fd = self._command_cgroup(state, mech)
+            request = json.dumps(
+                {"rlimits": self._rlimits(state, mech, timeout_ms), "argv": argv}
+            ).encode()
+            spare = self._take_spare()
             try:
-                setup = _ChildSetup(
-                    cgroup_procs_fd=cgroup_fd, rlimits=self._rlimits(state, mech, timeout_ms)
-                )
-                result = self._run(state, argv, setup, timeout_ms)
+                result = self._run(state, spare.proc, request, timeout_ms)
             finally:
-                if cgroup_fd is not None:
-                    os.close(cgroup_fd)
-                if cgroup is not None and mech.cgroup is not None:
+                if spare.cgroup is not None and mech.cgroup is not None:
                     # After a kill the PID namespace dies asynchronously: wait for the last
                     # process, so that nothing of this command outlives exec().
-                    _remove_cgroup_tree(cgroup, mech.cgroup)
+                    _remove_cgroup_tree(spare.cgroup, mech.cgroup)
         with self._lock:
             self._stats.commands_total += 1
             self._stats.commands_timed_out_total += int(result.timed_out)
@@ -1525,47 +1656,13 @@ class SandboxNamespace:
             items.append((name, value))
         return tuple(items)
 
-    def _command_cgroup(self, state: _State, mech: _Mechanisms) -> tuple[Path | None, int | None]:
-        """A fresh cgroup for one command under the sandbox's (which holds ``pids.max`` for all
-        of its commands), and an fd on its ``cgroup.procs`` for the child to join."""
-        if mech.cgroup is None:
-            return None, None
-        sandbox_cgroup = mech.cgroup / state.sandbox_id
-        command_cgroup = sandbox_cgroup / f"cmd-{next(self._command_ids)}"
-        try:
-            if not sandbox_cgroup.is_dir():
-                sandbox_cgroup.mkdir(exist_ok=True)
-                (sandbox_cgroup / "pids.max").write_text(str(self._limits.max_processes))
-            command_cgroup.mkdir()
-            fd = os.open(command_cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                command_cgroup.rmdir()
-            raise SandboxError(
-                f"cannot set up the process limit of sandbox {state.sandbox_id!r}: {exc}"
-            ) from exc
-        return command_cgroup, fd
-
     def _run(
-        self, state: _State, argv: list[str], setup: _ChildSetup, timeout_ms: int
+        self, state: _State, proc: subprocess.Popen[bytes], request: bytes, timeout_ms: int
     ) -> ExecResult:
-        """Start the jail, collect its output until it exits or the deadline, kill at the
-        deadline; the process is always reaped before returning."""
+        """Hand the request to a spawner (which becomes bubblewrap), collect the output until
+        it exits or the deadline, kill at the deadline; the process is always reaped."""
         started = time.monotonic()
         deadline = started + timeout_ms / 1000
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={},
-                close_fds=True,
-                start_new_session=True,
-                preexec_fn=setup,  # noqa: PLW1509 - bubblewrap is exec'd right after
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise SandboxError(f"cannot start the sandbox jail: {exc}") from exc
         with state.cond:
             state.procs.add(proc)
             if state.destroyed:
@@ -1574,7 +1671,12 @@ class SandboxNamespace:
         out, err = bytearray(), bytearray()
         truncated = timed_out = False
         try:
-            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            try:
+                proc.stdin.write(request)
+                proc.stdin.close()
+            except OSError as exc:
+                raise SandboxError(f"the sandbox spawner died before the command: {exc}") from exc
             buffers = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
             with selectors.DefaultSelector() as sel:
                 for fd in buffers:
@@ -1612,12 +1714,18 @@ class SandboxNamespace:
             if proc.poll() is None:
                 _kill_group(proc)
             proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
-                    pipe.close()
+                    with contextlib.suppress(OSError):
+                        pipe.close()
             with state.cond:
                 state.procs.discard(proc)
         duration_ms = (time.monotonic() - started) * 1000
+        if proc.returncode == 125 and err.startswith(_SPAWNER_FAILED.encode()):
+            raise SandboxError(
+                "the sandbox jail could not be started: "
+                + err.decode("utf-8", "replace")[len(_SPAWNER_FAILED) :].strip()
+            )
         marker = f"\n[evaljail: output truncated at {cap} bytes]\n".encode()
         if truncated:
             for stream in (out, err):
