@@ -22,11 +22,11 @@ from __future__ import annotations
 import ast
 import enum
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..errors import SourceTooComplexError
-from ._format import format_attributes
+from ._format import field_attributes, format_attributes
 from ._policy import Policy
 from ._rules import (
     ATTRIBUTE_FUNCTIONS,
@@ -136,7 +136,8 @@ class Checker:
         self._name_uses: list[tuple[ast.Name, _Scope]] = []
         self._pending_formats: list[tuple[ast.Attribute, tuple[ast.AST, ...]]] = []
         self._binding_counts: Counter[str] = Counter()
-        self._module_strings: dict[str, str] = {}
+        self._string_assignments: dict[str, str] = {}  # NAME = "literal", any scope
+        self._star_import = False  # ``from m import *`` binds names nobody can count
         self._fields: dict[type[ast.AST], tuple[str, ...]] = {}
         self._handlers: dict[type[ast.AST], _Handler] = {
             ast.FunctionDef: self._function,  # type: ignore[dict-item]
@@ -247,12 +248,19 @@ class Checker:
         self._binding_counts[name] += 1
 
     def _constant(self, node: ast.AST) -> str | None:
-        """A string literal, or a module-level string constant bound exactly once."""
+        """A string literal, or a name bound exactly once in the whole source, to a literal.
+
+        Such a name can only ever hold that literal (or be unbound), whatever scope reads it.
+        """
         literal = _str_constant(node)
         if literal is not None:
             return literal
-        if isinstance(node, ast.Name) and self._binding_counts[node.id] == 1:
-            return self._module_strings.get(node.id)
+        if (
+            isinstance(node, ast.Name)
+            and not self._star_import
+            and self._binding_counts[node.id] == 1
+        ):
+            return self._string_assignments.get(node.id)
         return None
 
     # -- scopes -------------------------------------------------------------------------------
@@ -367,12 +375,11 @@ class Checker:
         self._children(node, depth, scope)
 
     def _assign(self, node: ast.Assign | ast.AnnAssign, depth: int, scope: _Scope) -> None:
-        if scope.kind is _Kind.MODULE:
-            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-            single = not isinstance(node, ast.Assign) or len(node.targets) == 1
-            literal = _str_constant(node.value)
-            if single and isinstance(target, ast.Name) and literal is not None:
-                self._module_strings[target.id] = literal
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        single = not isinstance(node, ast.Assign) or len(node.targets) == 1
+        literal = _str_constant(node.value)
+        if single and isinstance(target, ast.Name) and literal is not None:
+            self._string_assignments[target.id] = literal
         self._children(node, depth, scope)
 
     # -- imports ------------------------------------------------------------------------------
@@ -422,7 +429,9 @@ class Checker:
                         alias.name, alias, f"'from {module} import {alias.name}': "
                     )
         for alias in node.names:
-            if alias.name != "*":
+            if alias.name == "*":
+                self._star_import = True
+            else:
                 self._bind(alias.asname or alias.name, scope, alias)
 
     # -- attributes, calls, format strings ----------------------------------------------------
@@ -454,20 +463,25 @@ class Checker:
         """``<fmt>.format(...)``, ``str.format(<fmt>, ...)``, ``Formatter().vformat(<fmt>)``."""
         receiver = _str_constant(node.value)
         if receiver is not None:
-            self._check_format(receiver, node.value)
+            self._check_format(receiver, node.value, node.attr)
             return
         call = self._callee.get(id(node))
         first = call.args[0] if call is not None and call.args else None
         argument = _str_constant(first)
         if first is not None and argument is not None:
-            self._check_format(argument, first)
+            self._check_format(argument, first, node.attr)
             return
         # Maybe a module-level constant; known only once the whole tree has been seen.
         candidates = tuple(n for n in (node.value, first) if isinstance(n, ast.Name))
         self._pending_formats.append((node, candidates))
 
-    def _check_format(self, fmt: str, node: ast.AST) -> None:
-        for field, name in format_attributes(fmt):
+    def _check_format(self, fmt: str, node: ast.AST, method: str) -> None:
+        fields: Iterable[tuple[str, str]]
+        if method == "get_field":  # Formatter().get_field("0.attr", args, kwargs)
+            fields = [(fmt, name) for name in field_attributes(fmt)]
+        else:
+            fields = format_attributes(fmt)
+        for field, name in fields:
             if attribute_rule(name) is not None:
                 self._report(
                     "format-string-attribute",
@@ -480,7 +494,7 @@ class Checker:
             for candidate in candidates:
                 value = self._constant(candidate)
                 if value is not None:
-                    self._check_format(value, candidate)
+                    self._check_format(value, candidate, node.attr)
                     break
             else:
                 self._report(

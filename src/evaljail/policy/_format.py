@@ -12,13 +12,13 @@ from __future__ import annotations
 import string
 from collections.abc import Iterator
 
-__all__ = ["format_attributes"]
+__all__ = ["field_attributes", "format_attributes"]
 
 #: ``str.format`` refuses to nest replacement fields deeper than this; we follow one level more.
 _MAX_SPEC_NESTING = 3
 
 
-def _field_attributes(field_name: str) -> Iterator[str]:
+def field_attributes(field_name: str) -> Iterator[str]:
     """The attribute names read by one field name, in order (``0.a[k].b`` -> a, b).
 
     Stops where ``str.format`` would raise: nothing after a malformed part is evaluated.
@@ -61,7 +61,7 @@ def format_attributes(fmt: str) -> Iterator[tuple[str, str]]:
             except (StopIteration, ValueError):
                 break
             if field_name:
-                for attribute in _field_attributes(field_name):
+                for attribute in field_attributes(field_name):
                     yield field_name, attribute
             if spec and "{" in spec and level < _MAX_SPEC_NESTING:
                 pending.append((spec, level + 1))

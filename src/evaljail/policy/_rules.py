@@ -123,7 +123,7 @@ _CATALOGUE: tuple[Rule, ...] = (
     Rule(
         rule_id="dynamic-attribute",
         summary="getattr/setattr/delattr/hasattr whose name is not a string literal (or a "
-        "module-level string constant)",
+        "name assigned a literal exactly once)",
         hint='Write the attribute name as a literal, getattr(obj, "name", default), or keep '
         "the values in a dict.",
     ),
@@ -135,9 +135,10 @@ _CATALOGUE: tuple[Rule, ...] = (
     ),
     Rule(
         rule_id="dynamic-format-string",
-        summary=".format/.format_map/.vformat on a format string that is not a literal (or a "
-        "module-level string constant)",
-        hint="Call .format() on a string literal, or use an f-string or %-formatting.",
+        summary=".format/.format_map/.vformat/.get_field on a format string that is not a "
+        "literal (or a name assigned a literal exactly once)",
+        hint="Call .format() on a string literal (or a name assigned one literal), or use an "
+        "f-string or %-formatting.",
     ),
 )
 
@@ -256,8 +257,9 @@ DYNAMIC_IMPORT_ATTRIBUTES: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
-#: Methods that interpret a format string (str.format, str.format_map, string.Formatter).
-FORMAT_METHODS: frozenset[str] = frozenset({"format", "format_map", "vformat"})
+#: Methods that interpret a format string (str.format, str.format_map, string.Formatter);
+#: ``Formatter.get_field`` takes a single field name.
+FORMAT_METHODS: frozenset[str] = frozenset({"format", "format_map", "vformat", "get_field"})
 
 
 def normalize(name: str) -> str:
