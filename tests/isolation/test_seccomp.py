@@ -1,0 +1,65 @@
+"""The seccomp program: built by libseccomp, and really refusing calls in a child."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from evaljail.isolation.probe import probe
+from evaljail.isolation.seccomp import DENIED_SYSCALLS, build_program
+from evaljail.worker.child import SeccompFilter
+
+
+def test_program_covers_the_dangerous_calls() -> None:
+    program = build_program()
+    assert program.instructions > len(program.denied) // 2
+    for name in ("socket", "execve", "clone", "clone3", "fork", "ptrace", "mount", "bpf",
+                 "unshare", "kill", "keyctl", "chmod"):  # fmt: skip
+        assert name in DENIED_SYSCALLS
+        assert name in program.denied or name == "fork"  # no fork(2) on some archs
+
+
+def _in_child(action: str) -> int:
+    flt = SeccompFilter(build_program().bpf)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 99
+        try:
+            flt.install()
+            if action == "socket":
+                import socket
+
+                socket.socket()
+            elif action == "fork":
+                os.fork()
+            elif action == "exec":
+                os.execv("/bin/true", ["true"])
+            elif action == "getpid":
+                os.getpid()
+                code = 0
+        except PermissionError as exc:
+            code = 1 if exc.errno == errno.EPERM else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WEXITSTATUS(status)
+
+
+@pytest.mark.parametrize("action", ["socket", "fork", "exec"])
+def test_denied_calls_fail_with_eperm(action: str) -> None:
+    assert _in_child(action) == 1
+
+
+def test_ordinary_calls_still_work() -> None:
+    assert _in_child("getpid") == 0
+
+
+@pytest.mark.sandbox
+def test_probe_reports_every_required_layer_on() -> None:
+    caps = probe()
+    assert caps.strict_ok, caps.missing
+    assert {layer.name for layer in caps.layers} >= {
+        "static_analysis", "namespaces", "seccomp", "rlimits", "timeouts"
+    }  # fmt: skip
