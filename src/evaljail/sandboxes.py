@@ -823,6 +823,8 @@ class SandboxNamespace:
                 shutil.rmtree(self._root, ignore_errors=True)
             raise
         self._arm_finalizer(cgroup=None)
+        if self._states:
+            self._start_housekeeper()  # sandboxes found on disk are reaped like new ones
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> SandboxNamespace:
@@ -1676,6 +1678,11 @@ class SandboxNamespace:
                 proc.stdin.write(request)
                 proc.stdin.close()
             except OSError as exc:
+                if state.destroyed:
+                    raise SandboxNotFoundError(
+                        f"sandbox {state.sandbox_id!r} was destroyed before the command started",
+                        details={"sandbox_id": state.sandbox_id},
+                    ) from exc
                 raise SandboxError(f"the sandbox spawner died before the command: {exc}") from exc
             buffers = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
             with selectors.DefaultSelector() as sel:

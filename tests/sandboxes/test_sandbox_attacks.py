@@ -214,12 +214,12 @@ def test_no_network(shared_namespace: SandboxNamespace) -> None:
         sandbox = get_sandbox(shared_namespace, "netless")
         code = (
             "import socket\n"
-            "for addr in [('127.0.0.1', %d), ('1.1.1.1', 53), ('10.0.0.1', 80)]:\n"
+            f"for addr in [('127.0.0.1', {port}), ('1.1.1.1', 53), ('10.0.0.1', 80)]:\n"
             "    try:\n"
             "        socket.create_connection(addr, timeout=1); print('PWNED', addr)\n"
             "    except OSError as e:\n"
             "        print('refused', e.errno)\n"
-        ) % port
+        )
         sandbox.write_file("net.py", code)
         result = sandbox.exec("python3 net.py")
         assert "PWNED" not in result.stdout
