@@ -173,6 +173,36 @@ PAYLOADS: list[tuple[str, str, str]] = [
     ("format-dynamic-concat", "fmt = '{0.__cla' + 'ss__}'\nfmt.format(())", "dynamic-format-string"),
     ("format-fstring-braces", "f'{{0.__class__}}'.format(())", "dynamic-format-string"),
     ("format-from-trace", "def eval_x(trace):\n    return True, trace['template'].format(trace)", "dynamic-format-string"),
+    # -- class patterns as getattr: __match_args__ + isinstance hooks --------------------------
+    (
+        "match-args-instancecheck",
+        "class Meta(type):\n    def __instancecheck__(cls, obj):\n        return True\n"
+        "class Any(metaclass=Meta):\n    __match_args__ = ('__class__',)\n"
+        "match ():\n    case Any(cls):\n        print(cls)",
+        "isinstance-hook",
+    ),
+    ("match-args-dunder", "class A:\n    __match_args__ = ('__subclasses__',)", "dunder-attribute"),
+    ("match-args-frame", "class A:\n    __match_args__ = ('gi_frame', 'x')", "frame-attribute"),
+    ("match-args-dynamic", "class A:\n    __match_args__ = tuple(['__cla' + 'ss__'])", "dynamic-attribute"),
+    ("match-args-entry-dynamic", "class A:\n    __match_args__ = ('__cla' + 'ss__',)", "dynamic-attribute"),
+    ("match-args-type-dict", "A = type('A', (), {'__match_args__': ('__globals__',)})", "dunder-attribute"),
+    ("match-args-dict-keyword", "ns = dict(__match_args__=('__class__',))", "dunder-attribute"),
+    ("instancecheck-lambda", "class M(type):\n    __instancecheck__ = lambda c, o: True", "isinstance-hook"),
+    ("instancecheck-type-dict", "M = type('M', (type,), {'__instancecheck__': lambda c, o: True})", "isinstance-hook"),
+    ("subclasscheck-def", "class M(type):\n    def __subclasscheck__(cls, sub):\n        return True", "isinstance-hook"),
+    # -- library functions that evaluate strings with the real builtins ----------------------
+    (
+        "forwardref-evaluate",
+        f"import typing\ntyping.ForwardRef(\"__import__('os').system('echo {SENTINEL}')\")._evaluate({{}}, {{}}, frozenset())",
+        "string-evaluation",
+    ),
+    (
+        "get-type-hints-string-annotation",
+        f"import typing\ndef f(x: \"__import__('os').system('echo {SENTINEL}')\"):\n    pass\ntyping.get_type_hints(f, {{}})",
+        "string-evaluation",
+    ),
+    ("from-typing-import-forwardref", "from typing import ForwardRef", "string-evaluation"),
+    ("pandas-eval", "import pandas as pd\npd.eval('1 + 1')", "string-evaluation"),
     # -- not Python at all ----------------------------------------------------------------------
     ("syntax-error", "def f(:\n    pass", "syntax-error"),
     ("null-byte", "x = 1\0", "syntax-error"),

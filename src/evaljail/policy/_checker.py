@@ -32,6 +32,7 @@ from ._rules import (
     ATTRIBUTE_FUNCTIONS,
     BUILTIN_HINTS,
     FORMAT_METHODS,
+    ISINSTANCE_HOOKS,
     MACHINERY_NAMES,
     MODULE_ATTRIBUTES,
     RULES,
@@ -100,7 +101,11 @@ _ATTRIBUTE_MESSAGES: dict[str, str] = {
     "introspection-attribute": "access to introspection attribute {name!r}",
     "module-attribute": "access to blocked module {name!r} through an attribute",
     "dynamic-import": "{name!r} imports modules by run-time name",
+    "string-evaluation": "{name!r} evaluates strings as code",
 }
+
+#: ``case C(x)`` reads ``subject.<C.__match_args__[0]>``: the names are attribute names.
+_MATCH_ARGS = "__match_args__"
 
 #: Fields that never hold a node worth visiting (contexts, operators, plain values).
 _LEAF_FIELDS = frozenset(
@@ -163,6 +168,8 @@ class Checker:
             ast.Call: self._call,  # type: ignore[dict-item]
             ast.Assign: self._assign,  # type: ignore[dict-item]
             ast.AnnAssign: self._assign,  # type: ignore[dict-item]
+            ast.AugAssign: self._assign,  # type: ignore[dict-item]
+            ast.Dict: self._dict,  # type: ignore[dict-item]
             ast.Constant: self._leaf,
             ast.Pass: self._leaf,
             ast.Break: self._leaf,
@@ -244,6 +251,8 @@ class Checker:
         """Record a binding of ``name`` in ``scope``; interpreter internals may not be bound."""
         if name in MACHINERY_NAMES:
             self._report("blocked-name", node, f"binding the interpreter-internal name {name!r}")
+        elif name in ISINSTANCE_HOOKS:
+            self._report("isinstance-hook", node, f"defining {name!r}")
         scope.bound.add(name)
         self._binding_counts[name] += 1
 
@@ -374,13 +383,44 @@ class Checker:
             self._check_attribute_name(name, node, f"class pattern keyword {name}=: ")
         self._children(node, depth, scope)
 
-    def _assign(self, node: ast.Assign | ast.AnnAssign, depth: int, scope: _Scope) -> None:
-        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-        single = not isinstance(node, ast.Assign) or len(node.targets) == 1
+    def _assign(
+        self, node: ast.Assign | ast.AnnAssign | ast.AugAssign, depth: int, scope: _Scope
+    ) -> None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         literal = _str_constant(node.value)
-        if single and isinstance(target, ast.Name) and literal is not None:
-            self._string_assignments[target.id] = literal
+        plain = not isinstance(node, ast.AugAssign)
+        if plain and len(targets) == 1 and isinstance(targets[0], ast.Name) and literal is not None:
+            self._string_assignments[targets[0].id] = literal
+        if node.value is not None and any(
+            isinstance(t, ast.Name) and t.id == _MATCH_ARGS for t in targets
+        ):
+            self._check_match_args(node.value)
         self._children(node, depth, scope)
+
+    def _dict(self, node: ast.Dict, depth: int, scope: _Scope) -> None:
+        # A class namespace built by hand: type("C", (), {"__match_args__": (...)}).
+        for key, value in zip(node.keys, node.values, strict=True):
+            name = _str_constant(key)
+            if name == _MATCH_ARGS:
+                self._check_match_args(value)
+            elif name in ISINSTANCE_HOOKS:
+                self._report("isinstance-hook", key or node, f"defining {name!r}")
+        self._children(node, depth, scope)
+
+    def _check_match_args(self, value: ast.AST) -> None:
+        """``__match_args__`` must be a literal tuple of allowed attribute names."""
+        entries = value.elts if isinstance(value, ast.Tuple | ast.List) else None
+        if entries is None:
+            self._report("dynamic-attribute", value, "__match_args__ that is not a literal tuple")
+            return
+        for entry in entries:
+            name = _str_constant(entry)
+            if name is None:
+                self._report(
+                    "dynamic-attribute", entry, "__match_args__ entry that is not a string literal"
+                )
+            else:
+                self._check_attribute_name(name, entry, "__match_args__ entry: ")
 
     # -- imports ------------------------------------------------------------------------------
 
@@ -457,6 +497,11 @@ class Checker:
 
     def _call(self, node: ast.Call, depth: int, scope: _Scope) -> None:
         self._callee[id(node.func)] = node
+        for keyword in node.keywords:  # dict(__match_args__=...), Meta("C", (), {}, ...)
+            if keyword.arg == _MATCH_ARGS:
+                self._check_match_args(keyword.value)
+            elif keyword.arg in ISINSTANCE_HOOKS:
+                self._report("isinstance-hook", keyword, f"defining {keyword.arg!r}")
         self._children(node, depth, scope)
 
     def _format_method(self, node: ast.Attribute) -> None:

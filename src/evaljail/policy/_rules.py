@@ -16,11 +16,13 @@ __all__ = [
     "FORMAT_METHODS",
     "FRAME_ATTRIBUTES",
     "INTROSPECTION_ATTRIBUTES",
+    "ISINSTANCE_HOOKS",
     "MACHINERY_NAMES",
     "MODULE_ATTRIBUTES",
     "RULES",
     "SAFE_DUNDER_ATTRIBUTES",
     "SAFE_DUNDER_NAMES",
+    "STRING_EVALUATION_ATTRIBUTES",
     "SUPER_DUNDER_METHODS",
     "Rule",
     "attribute_rule",
@@ -121,9 +123,21 @@ _CATALOGUE: tuple[Rule, ...] = (
         hint="Modules re-exported by allowed modules are blocked like their import.",
     ),
     Rule(
+        rule_id="string-evaluation",
+        summary="library functions that evaluate strings as code (typing.get_type_hints, "
+        "typing.ForwardRef, ._evaluate, ._eval_type, pandas .eval)",
+        hint="These run code from strings with the unrestricted builtins; write the logic out.",
+    ),
+    Rule(
+        rule_id="isinstance-hook",
+        summary="defining __instancecheck__ or __subclasscheck__ (with __match_args__, a "
+        "class pattern then reads any attribute of any object)",
+        hint="Use plain isinstance() checks; custom instance checks are not available to evals.",
+    ),
+    Rule(
         rule_id="dynamic-attribute",
         summary="getattr/setattr/delattr/hasattr whose name is not a string literal (or a "
-        "name assigned a literal exactly once)",
+        "name assigned a literal exactly once), or __match_args__ entries that are not literals",
         hint='Write the attribute name as a literal, getattr(obj, "name", default), or keep '
         "the values in a dict.",
     ),
@@ -249,6 +263,14 @@ MODULE_ATTRIBUTES: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
+#: Attributes of library functions that evaluate strings as code, with real builtins.
+STRING_EVALUATION_ATTRIBUTES: frozenset[str] = frozenset(
+    {"get_type_hints", "ForwardRef", "_evaluate", "_eval_type", "evaluate_forward_ref", "eval"}
+)
+
+#: Metaclass hooks that make ``isinstance`` (and so ``case C(x)``) accept any object.
+ISINSTANCE_HOOKS: frozenset[str] = frozenset({"__instancecheck__", "__subclasscheck__"})
+
 #: Attributes that import modules by run-time name.
 DYNAMIC_IMPORT_ATTRIBUTES: frozenset[str] = frozenset(
     {
@@ -288,4 +310,6 @@ def attribute_rule(name: str) -> str | None:
         return "module-attribute"
     if name in DYNAMIC_IMPORT_ATTRIBUTES:
         return "dynamic-import"
+    if name in STRING_EVALUATION_ATTRIBUTES:
+        return "string-evaluation"
     return None
