@@ -113,7 +113,7 @@ def _failure(raw: dict[str, Any], policy: Policy) -> tuple[Outcome, str, str | N
     timeouts = {
         "timeout": f"Execution timeout exceeded {limits.timeout_ms}ms",
         "cpu": f"CPU time limit exceeded ({limits.cpu_seconds} s)",
-        "budget": "Batch time budget exhausted before this trace ran",
+        "budget": "Batch time budget exhausted (batch_timeout_ms)",
     }
     if status in timeouts:
         return Outcome.TIMEOUT, timeouts[status], "TimeoutError"
@@ -548,6 +548,11 @@ class Pool:
                         return
                     job = queue.popleft()
                 error: BaseException | None = None
+                if job.items is not None and time.monotonic() >= job.deadline:
+                    for item in job.items:  # the batch budget ran out while this waited
+                        job.on_raw(item.index, {"status": "budget", "elapsed_ms": 0.0})
+                    job.on_done(None)
+                    continue
                 try:
                     worker.run(job, next(self._ids))
                 except _WorkerGone:

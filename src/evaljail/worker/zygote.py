@@ -200,6 +200,8 @@ class _Zygote:
                 wall = min(timeout_s, max(budget_end - time.monotonic(), 0.001))
                 trace = trace_json.encode("utf-8") if trace_json is not None else None
                 result = self.execute(header, code, trace, policy, wall)
+                if result.get("status") == "timeout" and wall < timeout_s:
+                    result["status"] = "budget"  # cut short by the batch, not its own limit
             result.update(op="result", id=request_id, index=index)
             self.send(result)
             self.reap()

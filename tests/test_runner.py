@@ -1,0 +1,84 @@
+"""PythonRunner behaviour that the backend contract suite does not cover."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from evaljail import Outcome, PythonRunner, Settings
+from evaljail.errors import ConfigurationError, EvalFunctionNotFoundError, PoolClosedError
+
+pytestmark = pytest.mark.sandbox
+
+EVAL = "def eval_steps(trace):\n    return len(trace.get('steps') or []) > 0, 'has steps'\n"
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[PythonRunner]:
+    with PythonRunner(settings=Settings(pool_min_size=2, pool_max_size=2)) as r:
+        yield r
+
+
+def test_progress_callback_sees_every_trace(runner: PythonRunner) -> None:
+    calls: list[tuple[int, int, str]] = []
+    traces = [{"trace_id": f"t{i}", "data": {"steps": [1]}} for i in range(10)]
+    runner.execute_batch(
+        EVAL,
+        None,
+        traces,
+        on_progress=lambda done, total, r: calls.append((done, total, r.trace_id)),
+    )
+    assert [c[0] for c in calls] == list(range(1, 11))
+    assert {c[1] for c in calls} == {10}
+    assert sorted(c[2] for c in calls) == sorted(t["trace_id"] for t in traces)
+
+
+def test_bare_iofold_traces_are_accepted(runner: PythonRunner) -> None:
+    batch = runner.execute_batch(EVAL, None, [{"trace_id": "x", "steps": []}])
+    assert (batch.results[0].trace_id, batch.results[0].passed) == ("x", False)
+
+
+def test_whole_batch_budget_ends_unstarted_traces(runner: PythonRunner) -> None:
+    slow = "def eval_slow(trace):\n    while True:\n        pass\n"
+    traces = [{"trace_id": str(i), "data": {}} for i in range(6)]
+    batch = runner.execute_batch(slow, None, traces, timeout=400, batch_timeout_ms=900)
+    assert [r.outcome for r in batch.results] == [Outcome.TIMEOUT] * 6
+    assert batch.total_time_ms < 5000
+    messages = {r.error for r in batch.results}
+    assert "Batch time budget exhausted (batch_timeout_ms)" in messages
+
+
+def test_per_trace_results_carry_resources(runner: PythonRunner) -> None:
+    [result] = runner.execute_batch(EVAL, None, [{"trace_id": "a", "data": {}}]).results
+    assert result.execution_time_ms > 0
+    assert result.cpu_ms > 0
+    assert result.memory_peak_kb > 0
+
+
+def test_bad_input_is_refused_clearly(runner: PythonRunner) -> None:
+    with pytest.raises(ConfigurationError, match="trace #1 must be an object"):
+        runner.execute_batch(EVAL, None, [{"trace_id": "a", "data": {}}, "oops"])
+    with pytest.raises(ConfigurationError, match="not JSON-serialisable"):
+        runner.execute_batch(EVAL, None, [{"trace_id": "a", "data": {"x": object()}}])
+    with pytest.raises(EvalFunctionNotFoundError, match="several eval functions"):
+        runner.execute_batch(EVAL + EVAL.replace("eval_steps", "eval_two"), None, [])
+    with pytest.raises(EvalFunctionNotFoundError, match="no eval function"):
+        runner.execute_batch("x = 1", None, [])
+    with pytest.raises(ConfigurationError, match="code must be a str"):
+        runner.execute(b"print(1)")  # type: ignore[arg-type]
+
+
+def test_rejected_batch_reports_every_trace(runner: PythonRunner) -> None:
+    batch = runner.execute_batch(
+        "import os\ndef eval_x(trace):\n    return True, ''\n", None, [{"trace_id": "a"}]
+    )
+    assert batch.results[0].outcome is Outcome.REJECTED
+    assert batch.violations
+
+
+def test_closed_runner_refuses_work() -> None:
+    r = PythonRunner(backend="mock")
+    r.close()
+    with pytest.raises(PoolClosedError):
+        r.execute("print(1)")
