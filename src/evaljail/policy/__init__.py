@@ -9,13 +9,16 @@ from ._policy import (
     Policy,
     Profile,
 )
+from .analysis import AnalysisReport, analyze
 
 __all__ = [
     "ALWAYS_BLOCKED_BUILTINS",
     "ALWAYS_BLOCKED_MODULES",
     "CORE_IMPORTS",
     "SCIENTIFIC_IMPORTS",
+    "AnalysisReport",
     "Limits",
     "Policy",
     "Profile",
+    "analyze",
 ]
