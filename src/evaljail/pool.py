@@ -600,6 +600,11 @@ class Pool:
                 )
             queue.append(job)
             pressure = len(queue) > self._idle[job.profile] + self._starting[job.profile]
+            if job.items is not None:
+                # Batch chunks are CPU-bound: workers beyond the cores only add memory and
+                # contention, so a batch grows the pool no further than cores + 1.
+                workers = self._workers[job.profile] + self._starting[job.profile]
+                pressure = pressure and workers < max(self.min_size, (os.cpu_count() or 1) + 1)
             self._lock.notify()
         if pressure:
             self._grow(job.profile)
