@@ -111,7 +111,7 @@ def test_bounded_queue_refuses_instead_of_growing(no_leaked_jails: None) -> None
     pool.start()
     slow = Policy().with_limits(timeout_ms=1000)
     running = pool.run_script("while True:\n    pass", slow)
-    assert _wait_for(lambda: pool.stats().busy == 1)
+    assert _wait_for(lambda: pool.stats().queued == 0 and pool.stats().busy == 1)
     queued = [pool.run_script("print(1)", Policy()) for _ in range(2)]
     with pytest.raises(QueueFullError):
         pool.run_script("print(1)", Policy())
