@@ -110,37 +110,13 @@ _TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _KILL_GRACE_S = 1.0  # after a timeout kill, how long to drain what the command had written
 _JAIL_UID = 65534
 _PIDS_HEADROOM = 512  # the namespace-wide pids.max allows for lazily released charges
-_SPARES = 2  # spawners kept ready, already in their own cgroup
-_SPAWNER_FAILED = "evaljail-spawner-failed: "
+_SPARES = 2  # jails kept ready, already in their own cgroup
 
-#: A spawner: started ahead of time by the housekeeping thread, it joins its fresh pids cgroup
-#: (argv[1]) -- a cgroup migration costs ~10 ms of RCU synchronisation on cgroup v1, which would
-#: otherwise be paid on every command -- then blocks on stdin. ``exec`` sends one JSON request
-#: (rlimits, bubblewrap argv); the spawner sets the rlimits and *becomes* bubblewrap (execve keeps
-#: the pid, the process group and the stdout/stderr pipes). It never runs anything unconfined:
-#: any failure before the execve is reported on stderr with a marker and exit status 125.
-_SPAWNER = f"""
-import json, os, resource, signal, sys
-try:
-    # Python ignores these at start-up, and ignored signals survive execve: restore them so
-    # that commands behave as from a shell (``yes | head`` ends on SIGPIPE, quota on SIGXFSZ).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    if len(sys.argv) > 1:
-        fd = os.open(sys.argv[1], os.O_WRONLY)
-        os.write(fd, b"0")
-        os.close(fd)
-    request = json.loads(sys.stdin.buffer.read())
-    for res, soft, hard in request["rlimits"]:
-        resource.setrlimit(res, (soft, hard))
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.execve(request["argv"][0], request["argv"], {{}})
-except BaseException as exc:
-    os.write(2, ("{_SPAWNER_FAILED}%s: %s\\n" % (type(exc).__name__, exc)).encode())
-    os._exit(125)
-"""
+#: The fixed command of every jail: the real one arrives in ``EVALJAIL_COMMAND`` (with the rest of
+#: the per-command arguments, see :meth:`SandboxNamespace._spawn`) and is evaluated as
+#: ``sh -c`` would, after the variable is removed from the environment.
+_SHIM = 'eval "unset EVALJAIL_COMMAND\n$EVALJAIL_COMMAND"'
+_BWRAP_FAILED = b"bwrap: "
 
 
 def parse_duration(text: str, *, name: str = "sleep_after") -> float:
@@ -401,18 +377,52 @@ class _Mechanisms:
     layout: tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
+class _ChildSetup:
+    """Runs in the forked child just before bubblewrap is exec'd (``preexec_fn``): joins the
+    command's pids cgroup and sets the rlimits that every process of the command inherits. Only
+    a write(2) and setrlimit(2) calls."""
+
+    cgroup_procs_fd: int | None
+    rlimits: tuple[tuple[int, int, int], ...]
+
+    def __call__(self) -> None:
+        if self.cgroup_procs_fd is not None:
+            os.write(self.cgroup_procs_fd, b"0")
+        for res, soft, hard in self.rlimits:
+            resource.setrlimit(res, (soft, hard))
+
+
+@dataclass(slots=True, eq=False)
 class _Spare:
-    """A started spawner (see :data:`_SPAWNER`) and the cgroup it joins (None without one)."""
+    """A bubblewrap started ahead of time, in its own cgroup with its rlimits, blocked reading
+    the rest of its arguments from a pipe (``--args FD``); ``args_fd`` is the pipe's write end."""
 
     proc: subprocess.Popen[bytes]
+    args_fd: int | None
     cgroup: Path | None
+
+    def send(self, request: bytes) -> None:
+        """Write the arguments and close the pipe: bubblewrap goes on with the jail."""
+        assert self.args_fd is not None
+        view = memoryview(request)
+        while view:
+            view = view[os.write(self.args_fd, view) :]
+        self.close_args()
+
+    def close_args(self) -> None:
+        """Close the write end once (a second close could hit a recycled fd number)."""
+        fd, self.args_fd = self.args_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def discard(self, root: Path | None) -> None:
         """Kill it and remove its cgroup (``root``: the namespace's cgroup)."""
+        with contextlib.suppress(OSError):
+            self.close_args()
         _kill_group(self.proc)
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
         if self.cgroup is not None and root is not None:
@@ -1367,43 +1377,51 @@ class SandboxNamespace:
             spare.discard(root)
 
     def _spawn(self) -> _Spare:
-        """Start a spawner in a fresh cgroup with its own ``pids.max``.
+        """Start a jail ahead of its command: ``bwrap --args FD -- /bin/sh -c SHIM``, in a fresh
+        pids cgroup with its own ``pids.max`` and with the command's rlimits, blocked until the
+        per-command arguments (binds, environment with the command, working directory) arrive.
 
-        The limit is per command, not per sandbox: the kernel releases the pids charge of exited
-        tasks lazily (measured: up to ~50 stale charges after fast commands), so a long-lived
-        counter shared by successive commands would fail forks spuriously. A fresh cgroup
-        starts from zero; the namespace's cgroup keeps a total with headroom as a backstop.
+        Why ahead of time: moving a process into a cgroup costs ~9 ms of RCU synchronisation on
+        cgroup v1, which would otherwise be paid on every command. Why a cgroup per command and
+        not per sandbox: the kernel releases the pids charge of exited tasks lazily (measured: up
+        to ~50 stale charges after fast commands), so a counter shared by successive commands
+        fails forks spuriously; a fresh cgroup starts from zero, and the namespace's cgroup keeps
+        a total with headroom as a backstop.
         """
         mech = self._probe()
-        python = sys.executable or shutil.which("python3") or "python3"
-        argv = [python, "-I", "-S", "-c", _SPAWNER]
         cgroup: Path | None = None
-        if mech.cgroup is not None:
-            cgroup = mech.cgroup / f"cmd-{next(self._command_ids)}"
-            try:
+        procs_fd: int | None = None
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            if mech.cgroup is not None:
+                cgroup = mech.cgroup / f"cmd-{next(self._command_ids)}"
                 cgroup.mkdir()
                 (cgroup / "pids.max").write_text(str(self._limits.max_processes))
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    cgroup.rmdir()
-                raise SandboxError(f"cannot set up a command's process limit: {exc}") from exc
-            argv.append(str(cgroup / "cgroup.procs"))
-        try:
+                procs_fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            setup = _ChildSetup(cgroup_procs_fd=procs_fd, rlimits=self._rlimits(mech))
+            bwrap = self._bwrap_path or self._bwrap
             proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
+                [bwrap, "--args", str(read_fd), "--", "/bin/sh", "-c", _SHIM],
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={},
                 close_fds=True,
+                pass_fds=(read_fd,),
                 start_new_session=True,
+                preexec_fn=setup,  # noqa: PLW1509 - only write(2)/setrlimit(2), then bwrap
             )
         except (OSError, subprocess.SubprocessError) as exc:
+            os.close(write_fd)
             if cgroup is not None:
                 with contextlib.suppress(OSError):
                     cgroup.rmdir()
-            raise SandboxError(f"cannot start the sandbox jail: {exc}") from exc
-        return _Spare(proc=proc, cgroup=cgroup)
+            raise SandboxError(f"cannot start a sandbox jail: {exc}") from exc
+        finally:
+            os.close(read_fd)
+            if procs_fd is not None:
+                os.close(procs_fd)
+        return _Spare(proc=proc, args_fd=write_fd, cgroup=cgroup)
 
     def _take_spare(self) -> _Spare:
         """A ready spawner, or a new one when none is ready (a cold start)."""
@@ -1550,18 +1568,16 @@ class SandboxNamespace:
             ),
         )
 
-    def _rlimits(
-        self, state: _State, mech: _Mechanisms, timeout_ms: int
-    ) -> tuple[tuple[int, int, int], ...]:
+    def _rlimits(self, mech: _Mechanisms) -> tuple[tuple[int, int, int], ...]:
+        """The rlimits of every process of a command. They are set when the jail is started
+        ahead of its command, so the CPU limit is a backstop at the longest allowed timeout (the
+        wall clock kills first) and the file size limit is the whole quota."""
         limits = self._limits
-        cpu = math.ceil(timeout_ms / 1000) + 1
-        fsize = state.disk_bytes
-        if state.backend == "directory":
-            fsize = max(state.disk_bytes - state.usage_bytes, 1)
+        cpu = math.ceil(limits.max_timeout_ms / 1000) + 1
         out = [
             (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
             (resource.RLIMIT_CPU, cpu, cpu + 1),
-            (resource.RLIMIT_FSIZE, fsize, fsize),
+            (resource.RLIMIT_FSIZE, limits.disk_bytes, limits.disk_bytes),
             (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
             (resource.RLIMIT_CORE, 0, 0),
         ]
@@ -1612,17 +1628,13 @@ class SandboxNamespace:
                         details={"sandbox_id": state.sandbox_id, "path": str(cwd)},
                     ) from exc
             jail_cwd = "/".join((WORKSPACE, *cwd_parts))
-            argv = build_args(
-                self._spec(state, mech, jail_cwd, env_items),
-                ["/bin/sh", "-c", command],
-                bwrap=self._bwrap_path or self._bwrap,
-            )
-            request = json.dumps(
-                {"rlimits": self._rlimits(state, mech, timeout_ms), "argv": argv}
-            ).encode()
+            spec = self._spec(state, mech, jail_cwd, (*env_items, ("EVALJAIL_COMMAND", command)))
+            # Every option of the jail but the fixed command (which _spawn put on the argv).
+            options = build_args(spec, [], bwrap="")[1:-1]
+            request = b"".join(arg.encode("utf-8", "surrogateescape") + b"\0" for arg in options)
             spare = self._take_spare()
             try:
-                result = self._run(state, spare.proc, request, timeout_ms)
+                result = self._run(state, spare, request, timeout_ms)
             finally:
                 if spare.cgroup is not None and mech.cgroup is not None:
                     # After a kill the PID namespace dies asynchronously: wait for the last
@@ -1658,11 +1670,10 @@ class SandboxNamespace:
             items.append((name, value))
         return tuple(items)
 
-    def _run(
-        self, state: _State, proc: subprocess.Popen[bytes], request: bytes, timeout_ms: int
-    ) -> ExecResult:
-        """Hand the request to a spawner (which becomes bubblewrap), collect the output until
-        it exits or the deadline, kill at the deadline; the process is always reaped."""
+    def _run(self, state: _State, spare: _Spare, request: bytes, timeout_ms: int) -> ExecResult:
+        """Hand the arguments to a ready jail, collect the output until it exits or the
+        deadline, kill at the deadline; the process is always reaped."""
+        proc = spare.proc
         started = time.monotonic()
         deadline = started + timeout_ms / 1000
         with state.cond:
@@ -1673,17 +1684,16 @@ class SandboxNamespace:
         out, err = bytearray(), bytearray()
         truncated = timed_out = False
         try:
-            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout is not None and proc.stderr is not None
             try:
-                proc.stdin.write(request)
-                proc.stdin.close()
+                spare.send(request)
             except OSError as exc:
                 if state.destroyed:
                     raise SandboxNotFoundError(
                         f"sandbox {state.sandbox_id!r} was destroyed before the command started",
                         details={"sandbox_id": state.sandbox_id},
                     ) from exc
-                raise SandboxError(f"the sandbox spawner died before the command: {exc}") from exc
+                raise SandboxError(f"the sandbox jail died before its command: {exc}") from exc
             buffers = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
             with selectors.DefaultSelector() as sel:
                 for fd in buffers:
@@ -1721,17 +1731,20 @@ class SandboxNamespace:
             if proc.poll() is None:
                 _kill_group(proc)
             proc.wait()
-            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                spare.close_args()
+            for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
+                    pipe.close()
             with state.cond:
                 state.procs.discard(proc)
         duration_ms = (time.monotonic() - started) * 1000
-        if proc.returncode == 125 and err.startswith(_SPAWNER_FAILED.encode()):
+        if proc.returncode == 1 and not out and err.startswith(_BWRAP_FAILED):
+            # bubblewrap could not set the jail up (the command never ran).
             raise SandboxError(
-                "the sandbox jail could not be started: "
-                + err.decode("utf-8", "replace")[len(_SPAWNER_FAILED) :].strip()
+                "the sandbox jail could not be set up: "
+                + err.decode("utf-8", "replace").strip()[:500],
+                details={"sandbox_id": state.sandbox_id},
             )
         marker = f"\n[evaljail: output truncated at {cap} bytes]\n".encode()
         if truncated:

@@ -7,6 +7,7 @@ its pids cgroup.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,10 +48,27 @@ def namespace_cgroup(ns: SandboxNamespace) -> Path | None:
     return None if mech is None else mech.cgroup
 
 
-def assert_released(ns: SandboxNamespace, cgroup: Path | None) -> None:
+def cgroup_pids(cgroup: Path | None) -> list[int]:
+    """Every process in a namespace's cgroup tree (its commands and its jails started ahead)."""
+    if cgroup is None or not cgroup.exists():
+        return []
+    return [
+        int(pid)
+        for d, _, _ in os.walk(cgroup)
+        for pid in Path(d, "cgroup.procs").read_text().split()
+    ]
+
+
+def close_and_check(ns: SandboxNamespace) -> None:
+    """Close ``ns`` and fail if it left a mount, a process or a cgroup behind."""
+    cgroup = namespace_cgroup(ns)
+    pids = cgroup_pids(cgroup)
+    ns.close()
     root = ns.state_dir
     assert not mounts_under(root), f"mounts left behind: {mounts_under(root)}"
     assert not processes_naming(root), f"processes left behind: {processes_naming(root)}"
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not alive, f"processes left behind: {alive}"
     if cgroup is not None:
         assert not cgroup.exists(), f"cgroup left behind: {cgroup}"
 
@@ -69,9 +87,7 @@ def make_namespace() -> Iterator[Callable[..., SandboxNamespace]]:
 
     yield make
     for ns in made:
-        cgroup = namespace_cgroup(ns)
-        ns.close()
-        assert_released(ns, cgroup)
+        close_and_check(ns)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +95,5 @@ def shared_namespace() -> Iterator[SandboxNamespace]:
     """One namespace for a whole module (its sandboxes use distinct ids)."""
     ns = SandboxNamespace(limits=TEST_LIMITS)
     yield ns
-    cgroup = namespace_cgroup(ns)
-    root = ns.state_dir
-    ns.close()
-    assert_released(ns, cgroup)
-    assert not root.exists(), "a private state directory must be deleted by close()"
+    close_and_check(ns)
+    assert not ns.state_dir.exists(), "a private state directory must be deleted by close()"

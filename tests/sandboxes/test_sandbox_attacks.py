@@ -279,7 +279,7 @@ def test_fork_bomb_is_contained(shared_namespace: SandboxNamespace, bomb: str) -
     if cgroup is not None:
         assert (cgroup / "pids.max").read_text().strip() != "max"  # the namespace backstop
         # exec() returns only once every process of the command is gone: what is left in the
-        # namespace's cgroups are the (at most two) spawners kept ready for the next commands.
+        # namespace's cgroups are the (at most two) jails started ahead for the next commands.
         left = [
             pid
             for d, _, _ in os.walk(cgroup)
@@ -287,7 +287,7 @@ def test_fork_bomb_is_contained(shared_namespace: SandboxNamespace, bomb: str) -
         ]
         assert len(left) <= 2
         for pid in left:
-            assert "evaljail-spawner" in Path(f"/proc/{pid}/cmdline").read_text()
+            assert "--args" in Path(f"/proc/{pid}/cmdline").read_text().split("\0")
 
 
 def test_process_limit(shared_namespace: SandboxNamespace) -> None:

@@ -259,3 +259,12 @@ def test_directory_backend_quota(make_namespace: MakeNamespace) -> None:
     assert sandbox.exec("echo ok").stdout == "ok\n"
     with pytest.raises(SandboxLimitError):
         sandbox.write_file("huge", b"x" * (5 * MIB))
+
+
+def test_missing_bubblewrap_fails_closed(make_namespace: MakeNamespace) -> None:
+    from evaljail.errors import IsolationUnavailableError
+
+    ns = make_namespace(bwrap="/nonexistent/bwrap")
+    with pytest.raises(IsolationUnavailableError, match="bubblewrap"):
+        get_sandbox(ns, "never")
+    assert ns.list_sandboxes() == []
