@@ -261,6 +261,11 @@ def _cap_timeout(requested: int | None, runner: PythonRunner, settings: Settings
     return max(1, min(wanted, settings.max_timeout_ms))
 
 
+def _timeout_arg(timeout_ms: int, runner: PythonRunner) -> int | None:
+    """None when ``timeout_ms`` is the runner's default (saves deriving a policy per call)."""
+    return None if timeout_ms == runner.policy.limits.timeout_ms else timeout_ms
+
+
 def create_app(
     settings: Settings,
     *,
@@ -386,7 +391,7 @@ def create_app(
         runner = state.ready_runner()
         timeout_ms = _cap_timeout(req.timeout, runner, settings)
         try:
-            result = await runner.aexecute(req.code, timeout=timeout_ms)
+            result = await runner.aexecute(req.code, timeout=_timeout_arg(timeout_ms, runner))
         except QueueFullError:
             state.metrics.rejected_busy.inc()
             raise
@@ -410,7 +415,11 @@ def create_app(
         traces = [{"trace_id": str(t.trace_id), "data": t.data} for t in req.traces]
         started = time.perf_counter()
         results = runner.aiter_batch(
-            req.code, req.function_name, traces, timeout=timeout_ms, batch_timeout_ms=batch_ms
+            req.code,
+            req.function_name,
+            traces,
+            timeout=_timeout_arg(timeout_ms, runner),
+            batch_timeout_ms=batch_ms,
         )
         try:
             first = await anext(results, None)  # errors before any result are HTTP errors

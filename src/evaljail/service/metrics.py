@@ -128,6 +128,7 @@ class ServiceMetrics:
     """Every metric of one app. Thread-safe (prometheus_client locks internally)."""
 
     def __init__(self, *, version: str = "") -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.executions = Counter(
@@ -192,10 +193,18 @@ class ServiceMetrics:
         self._scrape.health = health
         self._scrape.usage = usage
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached (labels() costs a lock and a dict build)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_execution(self, result: ExecutionResult | TraceResult) -> None:
         kind = "script" if isinstance(result, ExecutionResult) else "trace"
-        self.executions.labels(kind, result.outcome.value).inc()
-        self.execution_seconds.labels(kind).observe(max(result.execution_time_ms, 0.0) / 1000)
+        self._child(self.executions, kind, result.outcome.value).inc()
+        self._child(self.execution_seconds, kind).observe(max(result.execution_time_ms, 0.0) / 1000)
         if result.cpu_ms > 0:
             self.cpu_seconds.inc(result.cpu_ms / 1000)
         if result.outcome is Outcome.TIMEOUT:
@@ -204,8 +213,8 @@ class ServiceMetrics:
             self.memory_kills.inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(route, method, str(status)).inc()
-        self.http_seconds.labels(route, method).observe(seconds)
+        self._child(self.http_requests, route, method, str(status)).inc()
+        self._child(self.http_seconds, route, method).observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format, for ``GET /metrics``."""

@@ -11,10 +11,11 @@ record the latency metric.
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ _access = logging.getLogger("evaljail.service.access")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_METHODS = _BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
 #: Beyond the limit, this much more is read and discarded so the client can see the 413.
 _DRAIN_BYTES = 64 * 1024 * 1024
 _ROUTES = frozenset(
@@ -83,6 +85,10 @@ class Gate:
         self._expected = f"Bearer {token}".encode() if token else None
         self._max_body = max_body_bytes
         self._clock = clock
+        # Request ids: a random per-process prefix and a counter (unique, and no syscall per
+        # request as uuid4 would need).
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,7 +97,10 @@ class Gate:
         started = self._clock()
         raw_id = _header(scope, b"x-request-id")
         candidate = raw_id.decode("latin-1") if raw_id else ""
-        request_id = candidate if _REQUEST_ID.fullmatch(candidate) else uuid.uuid4().hex
+        if _REQUEST_ID.fullmatch(candidate):
+            request_id = candidate
+        else:
+            request_id = f"{self._id_prefix}{next(self._ids):020x}"
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = [0]
@@ -110,14 +119,15 @@ class Gate:
             self._state.leave()
             path = scope.get("path", "")
             route = route_label(path)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
             elapsed = self._clock() - started
-            self._state.metrics.observe_request(route, scope["method"], status[0], elapsed)
+            self._state.metrics.observe_request(route, method, status[0], elapsed)
             if route != "/health" or status[0] != 200:
                 _access.info(
                     "request",
                     extra={
                         "request_id": request_id,
-                        "method": scope["method"],
+                        "method": method,
                         "route": route,
                         "status": status[0],
                         "duration_ms": round(elapsed * 1000, 3),
