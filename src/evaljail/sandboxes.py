@@ -6,7 +6,8 @@
 '4\\n'
 
 A :class:`SandboxNamespace` owns a set of sandboxes: their state directory, their limits, the
-kernel mechanisms that enforce them and the reaper thread that frees idle ones. A
+kernel mechanisms that enforce them and a housekeeping thread that frees idle ones and keeps
+jails started ahead for the next commands. A
 :class:`Sandbox` is a handle on one id; the same id gives the same handle until it is destroyed.
 
 Every command runs as ``/bin/sh -c COMMAND`` in a fresh bubblewrap jail: all namespaces
@@ -18,10 +19,10 @@ checkout, and one writable directory, the sandbox's own workspace at ``/workspac
   ``nosuid,nodev`` (when the service is root and loop devices work); its size *is* the quota and
   the kernel answers ``ENOSPC`` past it. Elsewhere a plain directory with ``RLIMIT_FSIZE`` and a
   size check after every command (weaker: see ``docs/sandboxes.md``);
-- **processes**: a per-sandbox pids cgroup (``pids.max``, cgroup v1 or v2) when one can be
+- **processes**: a pids cgroup per command (``pids.max``, cgroup v1 or v2) when one can be
   created, else ``RLIMIT_NPROC`` (weak: not enforced for processes that map to host root);
-- **memory** ``RLIMIT_AS`` per process, **CPU** ``RLIMIT_CPU``, **files** ``RLIMIT_NOFILE``,
-  no core dumps; a size-limited tmpfs at ``/tmp``;
+- **memory** ``RLIMIT_AS`` per process, **CPU** ``RLIMIT_CPU`` (a backstop), **files**
+  ``RLIMIT_NOFILE``, no core dumps; size-limited tmpfs mounts at ``/tmp`` and ``/dev/shm``;
 - **time**: at the deadline the jail's PID namespace is killed (SIGKILL to bubblewrap's process
   group; ``--die-with-parent`` takes its PID 1 and with it every process of the namespace).
 
@@ -1340,7 +1341,7 @@ class SandboxNamespace:
             self._housekeeper.start()
 
     def _housekeeping(self) -> None:
-        """The namespace's background thread: keeps spawners ready and reaps idle sandboxes
+        """The namespace's background thread: keeps jails started ahead and reaps idle sandboxes
         (every ``reap_interval_s``, so a sandbox goes at most that long after its time)."""
         while not self._stop.is_set():
             try:
@@ -1424,7 +1425,7 @@ class SandboxNamespace:
         return _Spare(proc=proc, args_fd=write_fd, cgroup=cgroup)
 
     def _take_spare(self) -> _Spare:
-        """A ready spawner, or a new one when none is ready (a cold start)."""
+        """A jail started ahead, or a new one when none is ready (a cold start)."""
         try:
             spare = self._spares.get_nowait()
         except queue.Empty:

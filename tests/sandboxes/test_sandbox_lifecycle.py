@@ -268,3 +268,13 @@ def test_missing_bubblewrap_fails_closed(make_namespace: MakeNamespace) -> None:
     with pytest.raises(IsolationUnavailableError, match="bubblewrap"):
         get_sandbox(ns, "never")
     assert ns.list_sandboxes() == []
+
+
+def test_jail_set_up_failure_is_an_error_not_a_result(make_namespace: MakeNamespace) -> None:
+    import shutil
+
+    ns = make_namespace(disk_backend="directory")
+    sandbox = get_sandbox(ns, "broken")
+    shutil.rmtree(ns.state_dir / "sandboxes" / "broken" / "ws")  # behind the namespace's back
+    with pytest.raises(SandboxError, match="could not be set up"):
+        sandbox.exec("echo never")
