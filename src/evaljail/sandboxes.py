@@ -1679,7 +1679,7 @@ class SandboxNamespace:
         deadline = started + timeout_ms / 1000
         with state.cond:
             state.procs.add(proc)
-            if state.destroyed:
+            if state.destroyed or self._closed:
                 _kill_group(proc)
         cap = self._limits.output_bytes
         out, err = bytearray(), bytearray()
