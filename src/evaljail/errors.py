@@ -19,6 +19,7 @@ on a result). These exceptions mean that *evaljail itself* could not do what was
     │   └── RemoteUnavailableError  nothing listens at the executor URL
     └── SandboxError                a named sandbox failed
         ├── SandboxNotFoundError    no sandbox with that id
+        │   └── SandboxFileNotFoundError  no such file in the sandbox
         ├── SandboxLimitError       too many sandboxes, or disk quota exhausted
         └── SandboxPathError        a file path escapes the workspace
 
@@ -44,6 +45,7 @@ __all__ = [
     "RemoteError",
     "RemoteUnavailableError",
     "SandboxError",
+    "SandboxFileNotFoundError",
     "SandboxLimitError",
     "SandboxNotFoundError",
     "SandboxPathError",
@@ -122,6 +124,10 @@ class SandboxNotFoundError(SandboxError):
     """No sandbox with that id exists."""
 
 
+class SandboxFileNotFoundError(SandboxNotFoundError):
+    """No such file or directory in the sandbox's workspace."""
+
+
 class SandboxLimitError(SandboxError):
     """The sandbox cap or the disk quota is exhausted."""
 
@@ -149,6 +155,7 @@ ERROR_TABLE: dict[type[EvaljailError], tuple[int, str]] = {
     RemoteUnavailableError: (502, "remote_unavailable"),
     SandboxError: (500, "sandbox_error"),
     SandboxNotFoundError: (404, "sandbox_not_found"),
+    SandboxFileNotFoundError: (404, "sandbox_file_not_found"),
     SandboxLimitError: (429, "sandbox_limit"),
     SandboxPathError: (400, "sandbox_path_invalid"),
 }

@@ -62,14 +62,18 @@ from typing import Any, Literal
 
 from .errors import (
     ConfigurationError,
+    IsolationError,
     IsolationUnavailableError,
     SandboxError,
+    SandboxFileNotFoundError,
     SandboxLimitError,
     SandboxNotFoundError,
     SandboxPathError,
 )
 from .isolation.bubblewrap import BwrapSpec, build_args
+from .isolation.seccomp import SANDBOX_DENIED_SYSCALLS, build_program
 from .settings import Settings
+from .worker.protocol import write_all
 
 __all__ = [
     "SANDBOX_ID_PATTERN",
@@ -194,7 +198,7 @@ def _os_error(exc: OSError, path: str, sandbox_id: str) -> SandboxError:
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return SandboxLimitError("the sandbox's disk quota is exhausted", details=details)
     if code == errno.ENOENT:
-        return SandboxNotFoundError(
+        return SandboxFileNotFoundError(
             f"no such file or directory in sandbox {sandbox_id!r}: {path!r}", details=details
         )
     if code == errno.ELOOP:
@@ -815,6 +819,7 @@ class SandboxNamespace:
         self._closed = False
         self._mechanisms: _Mechanisms | None = None
         self._bwrap_path: str | None = None
+        self._seccomp_bpf: bytes | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -1401,14 +1406,16 @@ class SandboxNamespace:
                 procs_fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
             setup = _ChildSetup(cgroup_procs_fd=procs_fd, rlimits=self._rlimits(mech))
             bwrap = self._bwrap_path or self._bwrap
+            seccomp_fd = self._seccomp_fd()
+            seccomp_args = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
             proc = subprocess.Popen(
-                [bwrap, "--args", str(read_fd), "--", "/bin/sh", "-c", _SHIM],
+                [bwrap, *seccomp_args, "--args", str(read_fd), "--", "/bin/sh", "-c", _SHIM],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={},
                 close_fds=True,
-                pass_fds=(read_fd,),
+                pass_fds=(read_fd,) if seccomp_fd is None else (read_fd, seccomp_fd),
                 start_new_session=True,
                 preexec_fn=setup,  # noqa: PLW1509 - only write(2)/setrlimit(2), then bwrap
             )
@@ -1422,7 +1429,29 @@ class SandboxNamespace:
             os.close(read_fd)
             if procs_fd is not None:
                 os.close(procs_fd)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         return _Spare(proc=proc, args_fd=write_fd, cgroup=cgroup)
+
+    def _seccomp_fd(self) -> int | None:
+        """A pipe holding the sandbox seccomp program, for bubblewrap's ``--seccomp FD``.
+
+        bubblewrap installs it just before the command runs (after its own mounts), so every
+        process of every command is filtered. None where libseccomp is unavailable.
+        """
+        if self._seccomp_bpf is None:
+            try:
+                self._seccomp_bpf = build_program(SANDBOX_DENIED_SYSCALLS).bpf
+            except IsolationError:
+                self._seccomp_bpf = b""
+        if not self._seccomp_bpf:
+            return None
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            write_all(write_fd, self._seccomp_bpf)  # well under the pipe's 64 KiB buffer
+        finally:
+            os.close(write_fd)
+        return read_fd
 
     def _take_spare(self) -> _Spare:
         """A jail started ahead, or a new one when none is ready (a cold start)."""

@@ -106,7 +106,7 @@ def test_files_round_trip(client: TestClient) -> None:
     assert client.delete("/sandboxes/files/files/dir/blob.bin").status_code == 204
     missing = client.get("/sandboxes/files/files/dir/blob.bin")
     assert missing.status_code == 404
-    assert _error(missing)["code"] == "sandbox_not_found"
+    assert _error(missing)["code"] == "sandbox_file_not_found"
     assert client.delete("/sandboxes/files/files/dir").status_code == 204
 
 

@@ -3,7 +3,8 @@
 Binds, read-only, only the Python runtime (its prefix and the active environment's
 site-packages), the system libraries, and the worker package at :data:`JAIL_WORKER_DIR`. No home,
 no /etc, no project checkout, nothing writable: the root and /dev are remounted read-only and
-there is no /tmp (the scientific profile has a small one, sealed by the zygote after preloading). The environment is cleared and rebuilt from :func:`worker_env`.
+there is no /tmp (the scientific profile has a small one, sealed by the zygote after
+preloading). The environment is cleared and rebuilt from :func:`worker_env`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from ..errors import IsolationError
 
-__all__ = ["DENIED_SYSCALLS", "SeccompProgram", "build_program", "libseccomp_version"]
+__all__ = [
+    "DENIED_SYSCALLS",
+    "SANDBOX_DENIED_SYSCALLS",
+    "SeccompProgram",
+    "build_program",
+    "libseccomp_version",
+]
 
 #: What an execution may never do. Grouped by the attack each group stops.
 DENIED_SYSCALLS: tuple[str, ...] = (
@@ -43,6 +49,21 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     # metadata of the few writable paths (the scientific profile's sealed /tmp): no unsealing
     "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
     "futimesat", "utimensat",
+)  # fmt: skip
+
+#: For named sandboxes, whose shell commands must fork and exec: the kernel's attack surface only
+#: (tracing, namespaces, mounts, keyrings, BPF, io_uring, modules, clocks ...).
+SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "fsopen", "fsmount",
+    "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "syslog", "acct", "quotactl", "personality",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
+    "setdomainname", "iopl", "ioperm", "name_to_handle_at", "open_by_handle_at",
+    "lookup_dcookie", "move_pages", "migrate_pages", "vhangup", "uselib", "nfsservctl",
 )  # fmt: skip
 
 _SCMP_ACT_ALLOW = 0x7FFF0000

@@ -182,7 +182,7 @@ def _warm_up(
         exec(code, {"__builtins__": safe, "__name__": "__main__"})
         if warm_code is not None:  # the profile's own warm-up (e.g. a tiny DataFrame)
             exec(marshal.loads(warm_code), {"__builtins__": safe})  # noqa: S302
-    except Exception:  # noqa: BLE001, S110 - warming is best effort
+    except Exception:  # noqa: S110 - warming is best effort
         pass
     finally:
         sys.stdout = saved

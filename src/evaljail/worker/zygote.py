@@ -315,14 +315,14 @@ class _Zygote:
 
 def _seal(root: str) -> None:
     """Make a writable tree read-only for everyone (the children may not chmod it back)."""
-    if not os.path.isdir(root):  # noqa: PTH112
+    if not os.path.isdir(root):
         return
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o444)  # noqa: PTH101, PTH118
+            os.chmod(os.path.join(dirpath, name), 0o444)
         for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), 0o555)  # noqa: PTH101, PTH118
-    os.chmod(root, 0o555)  # noqa: PTH101
+            os.chmod(os.path.join(dirpath, name), 0o555)  # noqa: S103 - read-only is the point
+    os.chmod(root, 0o555)  # noqa: S103
 
 
 def main() -> None:
