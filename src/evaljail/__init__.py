@@ -13,7 +13,15 @@ from .errors import EvaljailError
 from .policy import Limits, Policy, Profile
 from .policy.contract import ContractCheck, check_return
 from .runner import MockBackend, PythonRunner
-from .sandboxes import ExecResult, Sandbox, SandboxNamespace, get_sandbox
+from .sandboxes import (
+    ExecResult,
+    FileEntry,
+    Sandbox,
+    SandboxInfo,
+    SandboxLimits,
+    SandboxNamespace,
+    get_sandbox,
+)
 from .settings import Settings
 from .types import BatchExecutionResult, ExecutionResult, Outcome, TraceResult, Violation
 
@@ -23,6 +31,7 @@ __all__ = [
     "EvaljailError",
     "ExecResult",
     "ExecutionResult",
+    "FileEntry",
     "Limits",
     "MockBackend",
     "Outcome",
@@ -30,6 +39,8 @@ __all__ = [
     "Profile",
     "PythonRunner",
     "Sandbox",
+    "SandboxInfo",
+    "SandboxLimits",
     "SandboxNamespace",
     "Settings",
     "TraceResult",

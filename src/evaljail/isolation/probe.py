@@ -148,11 +148,20 @@ def _probe_cgroups() -> Layer:
     root = Path("/sys/fs/cgroup")
     if (root / "cgroup.controllers").is_file():
         writable = os.access(root / "cgroup.subtree_control", os.W_OK)
-        detail = "cgroup v2" + (" (writable: limits possible)" if writable else " (read-only)")
-        return Layer(name="cgroups", enabled=False, detail=f"{detail}; not used yet (optional)",
+        detail = "cgroup v2" + (" (writable)" if writable else " (read-only)")
+    elif (root / "pids").is_dir():
+        writable = os.access(root / "pids", os.W_OK)
+        detail = "cgroup v1 pids hierarchy" + (" (writable)" if writable else " (read-only)")
+    else:
+        return Layer(name="cgroups", enabled=False, detail="no cgroup hierarchy (optional)",
                      required=False)  # fmt: skip
-    return Layer(name="cgroups", enabled=False, detail="no cgroup v2 hierarchy (optional)",
-                 required=False)  # fmt: skip
+    return Layer(
+        name="cgroups",
+        enabled=writable,
+        detail=f"{detail}: named sandboxes cap processes per command; the eval engine relies "
+        "on seccomp and rlimits instead (optional)",
+        required=False,
+    )
 
 
 def probe(*, bwrap: str | None = None) -> Capabilities:
