@@ -131,10 +131,36 @@ class _NaiveHandler(BaseHTTPRequestHandler):
 
 def naive_server(port: int) -> None:
     _NaiveHandler.pool = ThreadPoolExecutor(os.cpu_count() or 2)
+    ThreadingHTTPServer.request_queue_size = 128  # the default 5 resets connections at c=32
     server = ThreadingHTTPServer(("127.0.0.1", port), _NaiveHandler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
+
+
+# -- a server that does nothing: the ceiling of this client on this machine --------------------
+
+_NOOP_BODY = json.dumps({"success": True, "output": "(True, 'ok')", "error": None}).encode()
+
+
+async def _noop_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_NOOP_BODY))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _NOOP_BODY})
+
+
+def noop_server(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(_noop_app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -161,12 +187,14 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 12
 
 
 @contextlib.contextmanager
-def _server(argv: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[None]:
+def _server(
+    argv: list[str], env: dict[str, str], url: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as sink:
         proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=sink)
     try:
         _wait_healthy(url, proc)
-        yield
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -234,8 +262,25 @@ async def _throughput(url: str, total: int, concurrency: int) -> dict[str, float
     }
 
 
-def throughput(url: str, total: int, concurrency: int = 32) -> dict[str, float]:
-    return asyncio.run(_throughput(url, total, concurrency))
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads included, its children not)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(
+    url: str, total: int, concurrency: int = 32, server_pid: int = 0
+) -> dict[str, float]:
+    """Requests/s, plus the CPU the client and the server process spent per request (on a
+    2-core machine both compete with the jailed executions for the same cores)."""
+    client0 = time.process_time()
+    server0 = _process_cpu_s(server_pid) if server_pid else 0.0
+    figures = asyncio.run(_throughput(url, total, concurrency))
+    figures["client_cpu_ms_per_req"] = round((time.process_time() - client0) * 1000 / total, 2)
+    if server_pid:
+        server_s = _process_cpu_s(server_pid) - server0
+        figures["server_cpu_ms_per_req"] = round(server_s * 1000 / total, 2)
+    return figures
 
 
 def batch(url: str, n_traces: int) -> dict[str, Any]:
@@ -300,6 +345,14 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| req/s at concurrency 32 (errors) | {e['throughput']['req_per_s']} "
         f"({e['throughput']['errors']}) | {n['throughput']['req_per_s']} "
         f"({n['throughput']['errors']}) | {report['ratios']['throughput']}x | >= 600, 0 errors |",
+        f"| ... client CPU per request (httpx async) | "
+        f"{e['throughput']['client_cpu_ms_per_req']} ms | "
+        f"{n['throughput']['client_cpu_ms_per_req']} ms | | |",
+        f"| ... server-process CPU per request (jailed children not included) | "
+        f"{e['throughput']['server_cpu_ms_per_req']} ms | "
+        f"{n['throughput']['server_cpu_ms_per_req']} ms | | |",
+        f"| ... same client against a server that does nothing (raw ASGI on uvicorn) | "
+        f"{report['noop_ceiling']['req_per_s']} req/s | | | ceiling of this client here |",
         f"| 1 000-trace `/execute/batch` ({BATCH_EVAL}, {e['batch']['body_mb']} MB) | "
         f"{e['batch']['wall_s']} s | {n['batch']['wall_s']} s | {report['ratios']['batch']}x "
         "| <= 2 s |",
@@ -311,6 +364,7 @@ def _markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--noop-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--results", type=Path, help="append a dated markdown section here")
     parser.add_argument(
@@ -319,6 +373,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.naive_server:
         naive_server(args.naive_server)
+        return
+    if args.noop_server:
+        noop_server(args.noop_server)
         return
 
     scale = 0.2 if args.quick else 1.0
@@ -340,23 +397,29 @@ def main() -> None:
         "pool_min": 3,
         "pool_max": args.pool_max,
     }
-    with _server([str(EVALJAIL), "serve"], ev_env, ev_url, logs / "evaljail.log"):
+    with _server([str(EVALJAIL), "serve"], ev_env, ev_url, logs / "evaljail.log") as proc:
         print("evaljail: latency ...", file=sys.stderr)
         e_lat = latency(ev_url, int(1000 * scale), 50)
         print("evaljail: throughput ...", file=sys.stderr)
         throughput(ev_url, 200, 32)  # warm-up: let the pool grow
-        e_thr = throughput(ev_url, int(6000 * scale), 32)
+        e_thr = throughput(ev_url, int(6000 * scale), 32, server_pid=proc.pid)
         print("evaljail: batch ...", file=sys.stderr)
         batch(ev_url, 100)
         e_bat = batch(ev_url, 1000)
     naive_argv = [sys.executable, str(Path(__file__).resolve()), "--naive-server", str(nv_port)]
-    with _server(naive_argv, env, nv_url, logs / "naive.log"):
+    with _server(naive_argv, env, nv_url, logs / "naive.log") as proc:
         print("naive: latency ...", file=sys.stderr)
         n_lat = latency(nv_url, int(100 * scale), 5)
         print("naive: throughput ...", file=sys.stderr)
-        n_thr = throughput(nv_url, int(640 * scale), 32)
+        n_thr = throughput(nv_url, int(640 * scale), 32, server_pid=proc.pid)
         print("naive: batch ...", file=sys.stderr)
         n_bat = batch(nv_url, 1000)
+    np_port = _free_port()
+    np_url = f"http://127.0.0.1:{np_port}"
+    noop_argv = [sys.executable, str(Path(__file__).resolve()), "--noop-server", str(np_port)]
+    with _server(noop_argv, env, np_url, logs / "noop.log") as proc:
+        print("no-op server: throughput ...", file=sys.stderr)
+        report["noop_ceiling"] = throughput(np_url, int(4000 * scale), 32, server_pid=proc.pid)
     report["evaljail"] = {"latency": e_lat, "throughput": e_thr, "batch": e_bat}
     report["naive"] = {"latency": n_lat, "throughput": n_thr, "batch": n_bat}
     report["ratios"] = {
