@@ -164,6 +164,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     code, left = stop_server(server)
     assert code == 0, f"evaljail serve exited with {code}:\n{server.log_tail()}"
     assert not left, f"evaljail serve left processes behind: {sorted(left)}"
+    log_text = log.read_text(errors="replace")
+    assert TOKEN not in log_text, "the API token leaked into the log"
+    assert "while True: pass" not in log_text, "submitted code leaked into the log"
 
 
 @pytest.fixture

@@ -341,3 +341,28 @@ def test_trace_item_and_results_are_the_runners_types() -> None:
 
     er = ExecutionResult(success=True, outcome=Outcome.OK, output="1\n", stdout="1\n")
     assert execution_result_from_json(_execute_payload(er, 5000)) == er
+
+
+def test_json_logs_redact_code_and_secrets() -> None:
+    import io
+    import logging
+
+    from evaljail.service.logs import JsonFormatter
+
+    record = logging.makeLogRecord(
+        {
+            "name": "evaljail.service",
+            "levelname": "INFO",
+            "msg": "request",
+            "request_id": "r1",
+            "code": "import os; os.system('x')",
+            "token": TOKEN,
+            "status": 200,
+        }
+    )
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert entry["request_id"] == "r1" and entry["status"] == 200
+    assert entry["code"] == entry["token"] == "[redacted]"
+    assert "os.system" not in line and TOKEN not in line
+    assert io.StringIO(line).read().count("\n") == 0

@@ -137,7 +137,7 @@ def evaljail_error_response(exc: EvaljailError, request_id: str) -> Response:
     if status >= 500:
         _log.warning(
             "request failed",
-            extra={"request_id": request_id, "code": code, "error_type": type(exc).__name__},
+            extra={"request_id": request_id, "error_code": code, "error_type": type(exc).__name__},
         )
     return error_response(
         status, code, exc.message, request_id, details=_safe_details(exc.details), headers=headers
