@@ -82,3 +82,37 @@ def test_closed_runner_refuses_work() -> None:
     r.close()
     with pytest.raises(PoolClosedError):
         r.execute("print(1)")
+
+
+def test_lone_surrogates_are_output_not_crashes(runner: PythonRunner) -> None:
+    printed = runner.execute('print("a\\ud800b")')
+    assert printed.outcome is Outcome.OK
+    assert printed.stdout.startswith("a") and printed.stdout.endswith("b\n")
+    code = "def eval_s(trace):\n    return True, trace['text'] + '\\udfff'\n"
+    [result] = runner.execute_batch(
+        code, None, [{"trace_id": "s", "data": {"text": "x\ud800"}}]
+    ).results
+    assert result.outcome is Outcome.PASSED
+    assert result.reason is not None and result.reason.startswith("x")
+    result.reason.encode("utf-8")  # valid text, whatever the eval returned
+
+
+def test_async_batch_ends_when_the_backend_fails() -> None:
+    import asyncio
+    from concurrent.futures import Future
+
+    from evaljail.errors import WorkerCrashedError
+    from evaljail.runner import MockBackend
+
+    class Failing(MockBackend):
+        def run_traces(self, *args: object, **kwargs: object) -> Future[None]:
+            future: Future[None] = Future()
+            future.set_exception(WorkerCrashedError("boom"))
+            return future
+
+    async def consume() -> list[object]:
+        with PythonRunner(backend=Failing()) as failing:
+            return [r async for r in failing.aiter_batch(EVAL, None, [{"trace_id": "a"}])]
+
+    with pytest.raises(WorkerCrashedError, match="boom"):
+        asyncio.run(asyncio.wait_for(consume(), timeout=10))

@@ -563,6 +563,9 @@ class Pool:
                     return
                 except WorkerCrashedError as exc:
                     error = exc
+                except Exception as exc:
+                    worker.kill()
+                    error = WorkerCrashedError(f"the pool failed to run a job: {exc!r}")
                 job.on_done(error)
                 if error is not None or not worker.alive():
                     with self._lock:

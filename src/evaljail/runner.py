@@ -18,10 +18,11 @@ import json
 import threading
 import time
 import traceback as tb_module
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .errors import ConfigurationError, EvalFunctionNotFoundError
 from .policy import Policy, Profile
@@ -46,6 +47,13 @@ __all__ = [
     "normalize_traces",
 ]
 
+_T = TypeVar("_T")
+#: Sources longer than this are analysed in a thread by the async API.
+_INLINE_ANALYSIS_CHARS = 16_384
+#: Analysis reports (with their syntax trees) are cached for sources up to this size.
+_CACHED_ANALYSIS_CHARS = 65_536
+_ANALYSIS_CACHE_SIZE = 32
+
 #: ``on_progress(done, total, result)`` after each trace finishes.
 ProgressCallback = Callable[[int, int, TraceResult], None]
 
@@ -68,6 +76,10 @@ def normalize_traces(traces: Iterable[Any]) -> list[TraceItem]:
         data = raw["data"] if "data" in raw else raw
         try:
             data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
+            if not data_json.isascii():
+                data_json.encode("utf-8")  # lone surrogates raise here, not in a worker
+        except UnicodeEncodeError:
+            data_json = json.dumps(data, ensure_ascii=True, allow_nan=True)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(
                 f"trace #{index} ({trace_id}): data is not JSON-serialisable: {exc}",
@@ -162,6 +174,9 @@ class PythonRunner:
         self.policy = policy
         self._backend = self._make_backend(backend, executor_url)
         self._closed = False
+        # Services see the same evals again and again: analyse each (source, policy) once.
+        self._analysis_cache: OrderedDict[tuple[str, Policy], AnalysisReport] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # -- construction -------------------------------------------------------------------------
 
@@ -211,7 +226,20 @@ class PythonRunner:
     def _analyze(self, code: str, policy: Policy) -> AnalysisReport | None:
         if self._backend.analyzes or not policy.static_analysis:
             return None
-        return analyze(code, policy)
+        if len(code) > _CACHED_ANALYSIS_CHARS:
+            return analyze(code, policy)
+        key = (code, policy)
+        with self._cache_lock:
+            report = self._analysis_cache.get(key)
+            if report is not None:
+                self._analysis_cache.move_to_end(key)
+                return report
+        report = analyze(code, policy)
+        with self._cache_lock:
+            self._analysis_cache[key] = report
+            if len(self._analysis_cache) > _ANALYSIS_CACHE_SIZE:
+                self._analysis_cache.popitem(last=False)
+        return report
 
     # -- scripts ------------------------------------------------------------------------------
 
@@ -232,7 +260,17 @@ class PythonRunner:
         return self._submit_script(code, timeout).result()
 
     async def aexecute(self, code: str, *, timeout: int | None = None) -> ExecutionResult:
-        return await asyncio.wrap_future(self._submit_script(code, timeout))
+        future = await self._off_loop(code, lambda: self._submit_script(code, timeout))
+        return await asyncio.wrap_future(future)
+
+    @staticmethod
+    async def _off_loop(code: object, start: Callable[[], _T]) -> _T:
+        """Run ``start`` (which analyses the source) in a thread when the source is large
+        enough for parsing to stall an event loop; inline otherwise (a thread hop costs more
+        than parsing a small eval)."""
+        if isinstance(code, str) and len(code) > _INLINE_ANALYSIS_CHARS:
+            return await asyncio.to_thread(start)
+        return start()
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -355,9 +393,14 @@ class PythonRunner:
         def on_result(_index: int, result: TraceResult) -> None:
             loop.call_soon_threadsafe(q.put_nowait, result)
 
-        items, _, future = self._start_batch(
-            code, function_name, traces, timeout, batch_timeout_ms, on_result
+        trace_list = [*traces]
+        items, _, future = await self._off_loop(
+            code,
+            lambda: self._start_batch(
+                code, function_name, trace_list, timeout, batch_timeout_ms, on_result
+            ),
         )
+        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(q.put_nowait, None))
         wrapped = asyncio.wrap_future(future)
         remaining = len(items)
         while remaining:
@@ -366,7 +409,7 @@ class PythonRunner:
                 break
             remaining -= 1
             yield result
-        await wrapped
+        await wrapped  # re-raise a backend failure
 
     async def aexecute_batch(
         self,

@@ -255,4 +255,8 @@ def _run(
         result = {"status": "output_limit", "stream": "stdout" if out.truncated else "stderr"}
     result["stdout"] = out.getvalue()
     result["stderr"] = err.getvalue()
+    for key in ("stdout", "stderr", "error", "traceback"):
+        text = result.get(key)
+        if isinstance(text, str) and not text.isascii():
+            result[key] = text.encode("utf-8", "replace").decode("utf-8")
     return result

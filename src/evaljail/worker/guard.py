@@ -142,7 +142,10 @@ def describe_value(value: Any, *, text_limit: int, depth: int = 0) -> dict[str, 
     if kind is bool:
         return {"t": "bool", "v": value}
     if kind is str:
-        return {"t": "str", "v": value[:text_limit]}
+        text = value[:text_limit]
+        if not text.isascii():  # lone surrogates cannot leave as UTF-8
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        return {"t": "str", "v": text}
     if value is None:
         return {"t": "NoneType"}
     if kind is int:
