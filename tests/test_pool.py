@@ -31,7 +31,7 @@ def _dead(pid: int) -> bool:
     """Gone, or a zombie waiting to be reaped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH while the process exits
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
