@@ -274,6 +274,8 @@ class _Worker:
                     return
                 self.executions += 1
                 job.on_raw(int(frame.get("index", 0)), frame)
+                if frame.get("done"):  # the last result carries the end of the job
+                    return
         except (FrameError, OSError) as exc:
             time.sleep(0.05)  # let the stderr drain catch the worker's last words
             raise WorkerCrashedError(
