@@ -156,3 +156,18 @@ def test_degraded_mode_runs_and_labels_every_result(no_leaked_jails: None) -> No
     assert result.degraded
     assert pool.health()["degraded"] is True
     pool.close()
+
+
+def test_each_profile_wakes_its_own_workers(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=2, max_size=4, scientific_min_size=1)
+    pool.start()
+    assert _wait_for(lambda: pool.stats().by_profile == {"core": 2, "scientific": 1}, 60)
+    sci = Policy.scientific()
+    code = "import pandas as pd\nprint(int(pd.DataFrame({'a': [1, 2]}).a.sum()))"
+    started = time.monotonic()
+    for _ in range(5):  # every job must reach the idle scientific worker at once
+        assert pool.run_script(code, sci).result(timeout=20).stdout == "3\n"
+        assert pool.run_script("print('core')", Policy()).result(timeout=20).stdout == "core\n"
+    assert time.monotonic() - started < 15
+    assert pool.stats().by_profile == {"core": 2, "scientific": 1}
+    pool.close()

@@ -345,6 +345,7 @@ class Pool:
         self.scientific_min_size = scientific_min_size
         self._caps = capabilities
         self._lock = threading.Condition()
+        self._wakeups = {p: threading.Condition(self._lock) for p in Profile}
         self._queues: dict[Profile, collections.deque[_Job]] = {p: collections.deque()
                                                                 for p in Profile}  # fmt: skip
         self._workers: dict[Profile, int] = dict.fromkeys(Profile, 0)
@@ -530,6 +531,7 @@ class Pool:
     def _serve(self, worker: _Worker) -> None:
         profile = worker.profile
         queue = self._queues[profile]
+        wakeup = self._wakeups[profile]
         try:
             while True:
                 with self._lock:
@@ -544,7 +546,7 @@ class Pool:
                         if waited >= self.idle_timeout_s and self._workers[profile] > floor:
                             self._idle[profile] -= 1
                             return
-                        self._lock.wait(timeout=max(self.idle_timeout_s - waited, 0.05))
+                        wakeup.wait(timeout=max(self.idle_timeout_s - waited, 0.05))
                     self._idle[profile] -= 1
                     if not queue:  # woken by close()
                         return
@@ -561,7 +563,7 @@ class Pool:
                     with self._lock:  # nothing ran: give the job to the next worker
                         queue.appendleft(job)
                         self._workers_replaced += 1
-                        self._lock.notify()
+                        wakeup.notify()
                     return
                 except WorkerCrashedError as exc:
                     error = exc
@@ -610,7 +612,9 @@ class Pool:
                 # contention, so a batch grows the pool no further than cores + 1.
                 workers = self._workers[job.profile] + self._starting[job.profile]
                 pressure = pressure and workers < max(self.min_size, (os.cpu_count() or 1) + 1)
-            self._lock.notify()
+            # Wake a worker of this job's profile: a shared condition could wake a worker of
+            # the other profile, which would find its own queue empty and sleep on.
+            self._wakeups[job.profile].notify()
         if pressure:
             self._grow(job.profile)
 
@@ -759,7 +763,8 @@ class Pool:
             queued = [job for q in self._queues.values() for job in q]
             for q in self._queues.values():
                 q.clear()
-            self._lock.notify_all()
+            for wakeup in self._wakeups.values():
+                wakeup.notify_all()
             threads = list(self._threads)
         for job in queued:
             job.on_done(PoolClosedError("the pool shut down before this job ran"))
