@@ -344,7 +344,8 @@ class Pool:
         self.recycle_after = recycle_after
         self.scientific_min_size = scientific_min_size
         self._caps = capabilities
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()  # guards all pool state
+        #: Idle workers of each profile wait on their own condition (over the same lock).
         self._wakeups = {p: threading.Condition(self._lock) for p in Profile}
         self._queues: dict[Profile, collections.deque[_Job]] = {p: collections.deque()
                                                                 for p in Profile}  # fmt: skip
