@@ -41,8 +41,8 @@ __all__ = ["RemoteBackend", "execution_result_from_json", "trace_result_from_jso
 _T = TypeVar("_T")
 
 NDJSON = "application/x-ndjson"
-#: How to start a service when nothing listens (the README's main command is ``make serve``).
-START_HINT = "start one with `evaljail serve` (or `make serve` in an evaljail checkout)"
+#: How to start a service when nothing listens (the README's main command is ``scripts/serve``).
+START_HINT = "start one with `evaljail serve` (or `scripts/serve` in an evaljail checkout)"
 #: stable wire code -> exception class, the inverse of ERROR_TABLE.
 _BY_CODE: dict[str, type[EvaljailError]] = {code: cls for cls, (_s, code) in ERROR_TABLE.items()}
 
