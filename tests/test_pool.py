@@ -123,9 +123,10 @@ def test_bounded_queue_refuses_instead_of_growing(no_leaked_jails: None) -> None
 def test_close_fails_queued_work_and_finishes_running_work(no_leaked_jails: None) -> None:
     pool = Pool(min_size=1, max_size=1)
     pool.start()
-    running = pool.run_script("x = sum(range(3_000_000))\nprint(x > 0)", Policy())
+    # ~1 s of work: still running when close() comes, whatever the machine's speed
+    running = pool.run_script("x = sum(range(30_000_000))\nprint(x > 0)", Policy())
     queued = pool.run_script("print(1)", Policy())
-    time.sleep(0.05)
+    assert _wait_for(lambda: pool.stats().busy == 1 and pool.stats().queued == 1)
     pool.close()
     assert running.result().stdout == "True\n"
     with pytest.raises(PoolClosedError):
