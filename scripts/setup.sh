@@ -42,11 +42,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 
+# Reinstall only when pyproject.toml changed or an extra is wanted that is not installed yet.
 stamp="$VENV/.evaljail-installed"
-want="$(cat pyproject.toml | sha256sum | cut -c1-16) $EXTRAS"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+digest="$(sha256sum pyproject.toml | cut -c1-16)"
+installed_digest="" installed_extras=""
+if [ -f "$stamp" ]; then read -r installed_digest installed_extras < "$stamp" || true; fi
+need_install=0
+[ "$installed_digest" = "$digest" ] || need_install=1
+for extra in ${EXTRAS//,/ }; do
+  case ",$installed_extras," in *",$extra,"*) ;; *) need_install=1 ;; esac
+done
+if [ "$need_install" = 1 ]; then
+  if [ "$installed_digest" = "$digest" ] && [ -n "$installed_extras" ]; then
+    merged=""  # keep what is there, add what is wanted, once each
+    for extra in ${installed_extras//,/ } ${EXTRAS//,/ }; do
+      case ",$merged," in *",$extra,"*) ;; *) merged="${merged:+$merged,}$extra" ;; esac
+    done
+    EXTRAS="$merged"
+  fi
   echo "==> installing evaljail[$EXTRAS] into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
-  echo "$want" > "$stamp"
+  echo "$digest $EXTRAS" > "$stamp"
 fi
