@@ -25,35 +25,9 @@ __all__ = [
     "libseccomp_version",
 ]
 
-#: What an execution may never do. Grouped by the attack each group stops.
-DENIED_SYSCALLS: tuple[str, ...] = (
-    # network
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
-    # new programs and new processes or threads
-    "execve", "execveat", "fork", "vfork", "clone", "clone3",
-    # other processes: tracing, signalling, reading their memory
-    "ptrace", "process_vm_readv", "process_vm_writev", "kill", "tkill", "tgkill",
-    "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal", "pidfd_getfd",
-    "kcmp",
-    # namespaces, mounts and the kernel's own state
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "fsopen", "fsmount",
-    "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr",
-    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "reboot", "swapon", "swapoff", "syslog", "acct", "quotactl", "personality",
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
-    "setdomainname", "iopl", "ioperm", "name_to_handle_at", "open_by_handle_at",
-    "lookup_dcookie", "move_pages", "migrate_pages", "mbind", "set_mempolicy",
-    "vhangup", "uselib", "nfsservctl", "seccomp",
-    # metadata of the few writable paths (the scientific profile's sealed /tmp): no unsealing
-    "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
-    "futimesat", "utimensat",
-)  # fmt: skip
-
-#: For named sandboxes, whose shell commands must fork and exec: the kernel's attack surface only
-#: (tracing, namespaces, mounts, keyrings, BPF, io_uring, modules, clocks ...).
-SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = (
+#: The kernel's attack surface: tracing, namespaces, mounts, keyrings, BPF, io_uring, modules,
+#: clocks ... Denied to eval executions and to named sandboxes' shell commands alike.
+_KERNEL_SURFACE: tuple[str, ...] = (
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "fsopen", "fsmount",
     "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr",
@@ -65,6 +39,25 @@ SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = (
     "setdomainname", "iopl", "ioperm", "name_to_handle_at", "open_by_handle_at",
     "lookup_dcookie", "move_pages", "migrate_pages", "vhangup", "uselib", "nfsservctl",
 )  # fmt: skip
+
+#: What an eval execution may never do: the kernel surface, plus everything an eval never needs.
+DENIED_SYSCALLS: tuple[str, ...] = (
+    # network
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+    # new programs and new processes or threads
+    "execve", "execveat", "fork", "vfork", "clone", "clone3",
+    # signalling other processes
+    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
+    "pidfd_send_signal",
+    *_KERNEL_SURFACE,
+    "mbind", "set_mempolicy", "seccomp",
+    # metadata of the few writable paths (the scientific profile's sealed /tmp): no unsealing
+    "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
+    "futimesat", "utimensat",
+)  # fmt: skip
+
+#: For named sandboxes, whose shell commands must fork and exec: the kernel surface only.
+SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = _KERNEL_SURFACE
 
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_KILL_PROCESS = 0x80000000
