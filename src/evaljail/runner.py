@@ -17,7 +17,6 @@ import io
 import json
 import threading
 import time
-import traceback as tb_module
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -27,7 +26,8 @@ from typing import Any, Protocol, TypeVar
 from .errors import ConfigurationError, EvalFunctionNotFoundError
 from .policy import Policy, Profile
 from .policy.analysis import AnalysisReport, analyze
-from .policy.contract import check_return, find_eval_function
+from .policy.contract import find_eval_function
+from .policy.outcomes import script_result, trace_result
 from .settings import Settings
 from .types import (
     BatchExecutionResult,
@@ -37,6 +37,8 @@ from .types import (
     TraceResult,
     Violation,
 )
+from .worker.child import SOURCE_NAME, error_message, user_traceback
+from .worker.guard import describe_value
 
 __all__ = [
     "Backend",
@@ -486,37 +488,9 @@ class MockBackend:
         future: Future[ExecutionResult] = Future()
         if self._responder is not None:
             future.set_result(self._responder(code, None))
-            return future
-        started = time.perf_counter()
-        out, err = io.StringIO(), io.StringIO()
-        namespace: dict[str, Any] = {"__name__": "__main__"}
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                exec(compile(code, "<eval>", "exec"), namespace)  # noqa: S102 - mock, documented
-        except Exception as exc:
-            result = ExecutionResult(
-                success=False,
-                outcome=Outcome.ERROR,
-                error=f"{type(exc).__name__}: {exc}",
-                error_type=type(exc).__name__,
-                traceback="".join(tb_module.format_exception(exc)),
-                output=out.getvalue(),
-                stdout=out.getvalue(),
-                stderr=err.getvalue(),
-                degraded=True,
-            )
         else:
-            result = ExecutionResult(
-                success=True,
-                outcome=Outcome.OK,
-                output=out.getvalue(),
-                stdout=out.getvalue(),
-                stderr=err.getvalue(),
-                degraded=True,
-            )
-        future.set_result(
-            replace(result, execution_time_ms=round((time.perf_counter() - started) * 1000, 3))
-        )
+            raw = _run_in_process(code, policy, function_name=None, data=None)
+            future.set_result(script_result(raw, policy, degraded=True))
         return future
 
     def run_traces(
@@ -533,60 +507,49 @@ class MockBackend:
         for item in items:
             data = json.loads(item.data_json)
             if self._responder is not None:
-                on_result(item.index, replace(self._responder(code, data), index=item.index))
-                continue
-            on_result(item.index, self._run_one(code, function_name, item, data))
+                result = replace(self._responder(code, data), index=item.index)
+            else:
+                raw = _run_in_process(code, policy, function_name=function_name, data=data)
+                result = trace_result(raw, item, policy, degraded=True)
+            on_result(item.index, result)
         future.set_result(None)
         return future
-
-    @staticmethod
-    def _run_one(code: str, function_name: str, item: TraceItem, data: Any) -> TraceResult:
-        started = time.perf_counter()
-        out, err = io.StringIO(), io.StringIO()
-        namespace: dict[str, Any] = {"__name__": "evaljail_eval"}
-        base: dict[str, Any] = {"index": item.index, "trace_id": item.trace_id, "degraded": True}
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                exec(compile(code, "<eval>", "exec"), namespace)  # noqa: S102 - mock, documented
-                value = namespace[function_name](data)
-        except Exception as exc:
-            return TraceResult(
-                **base,
-                success=False,
-                outcome=Outcome.ERROR,
-                error=f"{type(exc).__name__}: {exc}",
-                error_type=type(exc).__name__,
-                stdout=out.getvalue(),
-                stderr=err.getvalue(),
-                execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-        elapsed = round((time.perf_counter() - started) * 1000, 3)
-        verdict = check_return(value)
-        if not verdict.ok:
-            return TraceResult(
-                **base,
-                success=False,
-                outcome=Outcome.SPEC_VIOLATION,
-                error=verdict.message,
-                error_type="SpecViolation",
-                spec_violation=verdict.violation,
-                stdout=out.getvalue(),
-                stderr=err.getvalue(),
-                execution_time_ms=elapsed,
-            )
-        return TraceResult(
-            **base,
-            success=True,
-            outcome=Outcome.PASSED if verdict.passed else Outcome.FAILED,
-            passed=verdict.passed,
-            reason=verdict.reason,
-            stdout=out.getvalue(),
-            stderr=err.getvalue(),
-            execution_time_ms=elapsed,
-        )
 
     def health(self) -> dict[str, Any]:
         return {"backend": "mock", "isolated": False}
 
     def close(self) -> None:
         return None
+
+
+def _run_in_process(
+    code: str, policy: Policy, *, function_name: str | None, data: Any
+) -> dict[str, Any]:
+    """Run ``code`` here, unconfined, and report it as the jailed child would (a raw result)."""
+    started = time.perf_counter()
+    out, err = io.StringIO(), io.StringIO()
+    namespace: dict[str, Any] = {"__name__": "evaljail_eval" if function_name else "__main__"}
+    raw: dict[str, Any]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            exec(compile(code, SOURCE_NAME, "exec"), namespace)  # noqa: S102 - mock, documented
+            raw = {"status": "ok"}
+            if function_name:
+                fn = namespace.get(function_name)
+                if not callable(fn):
+                    raise NameError(f"eval function {function_name!r} is not defined")
+                limit = policy.limits.output_bytes
+                raw["value"] = describe_value(fn(data), text_limit=limit)
+    except Exception as exc:
+        raw = {
+            "status": "error",
+            "error_type": type(exc).__name__,
+            "error": error_message(exc),
+            "traceback": user_traceback(exc),
+        }
+    raw.update(
+        stdout=out.getvalue(),
+        stderr=err.getvalue(),
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    return raw

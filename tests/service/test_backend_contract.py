@@ -101,8 +101,7 @@ def test_batch_contract_and_order(runner: PythonRunner) -> None:
     ):
         assert result.outcome is outcome, (kind, result)
         assert (result.passed, result.reason, result.spec_violation) == (passed, reason, violation)
-        if error_type:
-            assert result.error_type == error_type
+        assert result.error_type == error_type, (kind, result)  # None unless the eval raised
     assert batch.total_time_ms > 0
 
 

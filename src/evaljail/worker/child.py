@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 from .guard import BoundedWriter, OutputLimitExceeded, describe_value, restricted_builtins
 from .protocol import FrameError, FrameReader, encode_frame, write_all
 
-__all__ = ["SOURCE_NAME", "SeccompFilter", "spare_main"]
+__all__ = ["SOURCE_NAME", "SeccompFilter", "error_message", "spare_main", "user_traceback"]
 
 #: The filename user code is compiled under; tracebacks keep only frames from it.
 SOURCE_NAME = "<eval>"
@@ -85,7 +85,7 @@ def _release_reserve() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 
-def _user_traceback(exc: BaseException) -> str:
+def user_traceback(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == SOURCE_NAME]
     lines = ["Traceback (most recent call last):\n"] if frames else []
     lines += traceback.format_list(frames)
@@ -93,7 +93,7 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(lines)
 
 
-def _error_message(exc: BaseException) -> str:
+def error_message(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -155,7 +155,7 @@ def spare_main(
         with contextlib.suppress(BaseException):  # nothing left to report to
             write_all(
                 result_fd,
-                encode_frame({"status": "internal", "error": _error_message(exc)[:2048]}),
+                encode_frame({"status": "internal", "error": error_message(exc)[:2048]}),
             )
     os._exit(status)
 
@@ -241,14 +241,14 @@ def _run(
                 "status": "error",
                 "error_type": "SystemExit",
                 "error": f"SystemExit: {exc.code}",
-                "traceback": _user_traceback(exc),
+                "traceback": user_traceback(exc),
             }
     except BaseException as exc:
         result = {
             "status": "error",
             "error_type": type(exc).__name__,
-            "error": _error_message(exc)[:4096],
-            "traceback": _user_traceback(exc)[:16384],
+            "error": error_message(exc)[:4096],
+            "traceback": user_traceback(exc)[:16384],
         }
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     if result["status"] == "ok" and (out.truncated or err.truncated):
