@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import json
 import math
 import os
 import signal
@@ -35,7 +36,15 @@ from .isolation.probe import Capabilities, probe
 from .policy import CORE_IMPORTS, SCIENTIFIC_IMPORTS, Policy, Profile
 from .policy.outcomes import script_result, trace_result
 from .types import ExecutionResult, Outcome, TraceItem, TraceResult
-from .worker.protocol import FrameError, FrameReader, encode_frame, write_all
+from .worker.protocol import (
+    RESULT_TAG,
+    FrameError,
+    FrameReader,
+    decode_result,
+    encode_frame,
+    write_all,
+    write_all_v,
+)
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -88,6 +97,30 @@ class _Job:
     deadline: float  #: monotonic; the batch budget
     on_raw: Callable[[int, dict[str, Any]], None]
     on_done: Callable[[BaseException | None], None]
+
+
+_RESULT_TAG = bytes([RESULT_TAG])
+
+
+def _control_frame(body: bytes) -> dict[str, Any]:
+    try:
+        frame = json.loads(body)
+    except ValueError as exc:
+        raise FrameError(f"malformed frame: {exc}") from None
+    if not isinstance(frame, dict):
+        raise FrameError("a frame must hold a JSON object")
+    return frame
+
+
+def _child_result(payload: bytes) -> dict[str, Any]:
+    """A child's result as it wrote it: untrusted, so garbage becomes a sandbox failure."""
+    try:
+        raw = json.loads(payload)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        return {"status": "internal", "error": "the execution sent a malformed result"}
+    return raw
 
 
 class _WorkerGone(WorkerCrashedError):
@@ -149,25 +182,34 @@ class _Worker:
             "policy": job.policy.to_wire(),
             "budget_ms": max((job.deadline - time.monotonic()) * 1000, 1.0),
         }
+        blobs: list[bytes] = []
         if items is not None:
-            message["items"] = [[i.index, i.data_json] for i in items]
+            blobs = [i.data_json.encode("utf-8") for i in items]
+            message["items"] = [[i.index, len(b)] for i, b in zip(items, blobs, strict=True)]
+            message["blob_len"] = sum(len(b) for b in blobs)
         per_item_s = job.policy.limits.timeout_ms / 1000 + _BACKSTOP_GRACE_S
         if not self.alive():
             raise _WorkerGone("the worker died while idle")
         try:
-            write_all(self._in, encode_frame(message))
+            write_all_v(self._in, [encode_frame(message), *blobs])
         except OSError as exc:
             raise _WorkerGone(f"the worker died while idle: {exc}") from exc
         try:
             while True:
-                frame = self._reader.read(time.monotonic() + per_item_s)
-                if frame.get("id") != request_id:
-                    raise WorkerCrashedError("a worker answered out of turn")
-                if frame.get("op") == "done":
+                body = self._reader.read_raw(time.monotonic() + per_item_s)
+                if body[:1] != _RESULT_TAG:
+                    frame = _control_frame(body)
+                    if frame.get("op") != "done" or frame.get("id") != request_id:
+                        raise WorkerCrashedError("a worker answered out of turn")
                     return
+                answered_id, index, elapsed_ms, done, payload = decode_result(body)
+                if answered_id != request_id:
+                    raise WorkerCrashedError("a worker answered out of turn")
                 self.executions += 1
-                job.on_raw(int(frame.get("index", 0)), frame)
-                if frame.get("done"):  # the last result carries the end of the job
+                raw = _child_result(payload)
+                raw["elapsed_ms"] = elapsed_ms
+                job.on_raw(index, raw)
+                if done:  # the last result carries the end of the job
                     return
         except (FrameError, OSError) as exc:
             time.sleep(0.05)  # let the stderr drain catch the worker's last words

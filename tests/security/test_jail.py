@@ -137,3 +137,99 @@ def test_state_does_not_leak_between_traces(unguarded: PythonRunner) -> None:
     batch = unguarded.execute_batch(code, None, traces, timeout=2000)
     assert [r.reason for r in batch.results] == [f"t{i}" for i in range(12)]
     assert all(r.passed for r in batch.results)
+
+
+_FORGE = (
+    "import json\n"
+    "sys = json.codecs.sys\n"
+    "os = sys.modules['os']\n"
+    "struct = sys.modules['importlib'].import_module('struct')\n"
+    "def eval_forge(trace):\n"
+    "    body = {body}\n"
+    "    for fd in range(3, 32):\n"
+    "        try:\n"
+    "            os.write(fd, struct.pack('>I', len(body)) + body)\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    os._exit(0)\n"
+)
+
+
+def test_a_forged_result_frame_cannot_end_or_steer_a_batch(unguarded: PythonRunner) -> None:
+    """A child that writes its own frame decides only its own verdict, never the protocol's."""
+    forged = (
+        b'{"status":"ok","value":{"t":"tuple","len":2,"items":[{"t":"bool","v":true},'
+        b'{"t":"str","v":"forged"}]},"done":true,"op":"done","id":0,"index":0,"elapsed_ms":-5}'
+    )
+    traces = [{"trace_id": f"t{i}", "data": {"i": i}} for i in range(5)]
+    batch = unguarded.execute_batch(_FORGE.format(body=repr(forged)), None, traces)
+    assert [r.trace_id for r in batch.results] == [f"t{i}" for i in range(5)]
+    assert [r.reason for r in batch.results] == ["forged"] * 5
+    assert all(r.execution_time_ms >= 0 for r in batch.results)
+    test_pool_is_healthy_after_the_suite(unguarded)
+
+
+def test_a_malformed_result_frame_is_a_sandbox_failure(unguarded: PythonRunner) -> None:
+    traces = [{"trace_id": f"t{i}", "data": {}} for i in range(3)]
+    batch = unguarded.execute_batch(_FORGE.format(body=repr(b"\xff\xfe{{not json")), None, traces)
+    assert [r.outcome for r in batch.results] == [Outcome.CRASHED] * 3
+    assert all("malformed result" in (r.error or "") for r in batch.results), batch.results
+    test_pool_is_healthy_after_the_suite(unguarded)
+
+
+_SNOOP = (
+    "import json\n"
+    "sys = json.codecs.sys\n"
+    "gc = sys.modules['gc']\n"
+    "def eval_snoop(trace):\n"
+    "    m = trace['look_for']\n"
+    "    bad = [m + '-code', m + '-trace-'] + [\n"
+    "        m + '-own-' + str(j) for j in range(trace['n']) if j != trace['i']]\n"
+    "    mine = {id(b) for b in bad}\n"
+    "    def hit(text):\n"
+    "        return any(b in text for b in bad)\n"
+    "    found = []\n"
+    "    for obj in gc.get_objects() + gc.get_referents(*gc.get_objects()):\n"
+    "        if id(obj) in mine:\n"
+    "            continue\n"
+    "        if isinstance(obj, str) and hit(obj):\n"
+    "            found.append(obj[:60])\n"
+    "        elif isinstance(obj, (bytes, bytearray)) and hit(obj.decode('utf-8', 'replace')):\n"
+    "            found.append(bytes(obj[:60]))\n"
+    "        elif type(obj).__name__ == 'code' and any(\n"
+    "                isinstance(c, str) and hit(c) for c in obj.co_consts):\n"
+    "            found.append(obj.co_name)\n"
+    "    frame = sys._getframe().f_back\n"
+    "    while frame is not None:\n"
+    "        for value in list(frame.f_locals.values()):\n"
+    "            if hit(repr(value)[:100000]):\n"
+    "                found.append(frame.f_code.co_name)\n"
+    "        frame = frame.f_back\n"
+    "    return not found, repr(found)[:300]\n"
+)
+
+
+def test_a_child_finds_nothing_of_other_requests_or_other_traces() -> None:
+    """What a later child inherits from the zygote holds no earlier request's code or data.
+
+    One worker serves everything here, so the snooping child is forked from the very zygote
+    that ran the earlier requests. Within a batch, a trace's child cannot see its siblings.
+    """
+    marker = "xq-" + "7c1e9a"  # never a literal of the snooping code
+    runner = PythonRunner(
+        policy=Policy(static_analysis=False),
+        settings=Settings(pool_min_size=1, pool_max_size=1),
+    )
+    try:
+        earlier = runner.execute(f"TOKEN = '{marker}-code'\nprint(TOKEN[:3])")
+        assert earlier.stdout == "xq-\n"
+        data = [{"trace_id": f"d{i}", "data": {"secret": f"{marker}-trace-{i}"}} for i in range(4)]
+        runner.execute_batch("def eval_x(trace):\n    return True, 'ok'\n", None, data)
+        probes = [{"trace_id": f"p{i}", "data": {"look_for": marker, "i": i, "n": 6,
+                                                 "own": f"{marker}-own-{i}"}}
+                  for i in range(6)]  # fmt: skip
+        batch = runner.execute_batch(_SNOOP, None, probes, timeout=5000)
+        for result in batch.results:
+            assert result.outcome is Outcome.PASSED, (result.trace_id, result.reason, result.error)
+    finally:
+        runner.close()

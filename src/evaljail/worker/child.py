@@ -3,9 +3,11 @@
 Order matters and is the point of this module:
 
 1. (forked ahead of need, as a *spare*) drop every descriptor but its two pipes (stdio becomes
-   /dev/null), set ``no_new_privs`` and install the seccomp filter (no sockets, exec, processes,
-   ptrace, mounts ...), then wait for one request;
-2. decode the compiled code and the trace (the trace's memory belongs to the baseline);
+   /dev/null), forget the zygote's state that belongs to other requests, set ``no_new_privs``
+   and install the seccomp filter (no sockets, exec, processes, ptrace, mounts ...), then wait
+   for one request;
+2. decode the request (a spare forked for a running batch inherits it and reads only its
+   trace) and the trace (whose memory belongs to the baseline);
 3. rlimits: address space = current size + the memory limit, CPU seconds, no file writes,
    few descriptors, no core dumps;
 4. the Python guard: restricted builtins, allow-list imports, bounded stdout/stderr;
@@ -21,15 +23,25 @@ import linecache
 import marshal
 import os
 import resource
+import struct
 import sys
 import traceback
+from collections.abc import Callable
 from types import CodeType
 from typing import Any, NoReturn
 
 from .guard import BoundedWriter, OutputLimitExceeded, describe_value, restricted_builtins
-from .protocol import FrameError, FrameReader, encode_frame, write_all
+from .protocol import encode_frame, write_all
 
-__all__ = ["SOURCE_NAME", "SeccompFilter", "error_message", "spare_main", "user_traceback"]
+__all__ = [
+    "SOURCE_NAME",
+    "TRACE_HEADER",
+    "Context",
+    "SeccompFilter",
+    "error_message",
+    "spare_main",
+    "user_traceback",
+]
 
 #: The filename user code is compiled under; tracebacks keep only frames from it.
 SOURCE_NAME = "<eval>"
@@ -38,6 +50,10 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _RESERVE_BYTES = 16 * 1024 * 1024  # head-room to report a MemoryError
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_FRAME_HEADER = struct.Struct(">I")
+#: What the zygote sends a child forked for a running batch: the trace's length, -1 for none.
+TRACE_HEADER = struct.Struct(">q")
 
 
 class _SockFprog(ctypes.Structure):
@@ -62,9 +78,12 @@ class SeccompFilter:
 
 
 def _address_space_bytes() -> int:
-    with open("/proc/self/statm", "rb") as f:
-        pages = int(f.read().split()[0])
-    return pages * os.sysconf("SC_PAGE_SIZE")
+    fd = os.open("/proc/self/statm", os.O_RDONLY)
+    try:
+        pages = int(os.read(fd, 256).split()[0])
+    finally:
+        os.close(fd)
+    return pages * _PAGE_SIZE
 
 
 def _apply_rlimits(limits: dict[str, Any]) -> None:
@@ -98,6 +117,85 @@ def error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class Context:
+    """One request as each of its children sees it.
+
+    The zygote prepares it once per batch, before forking the batch's children, so that a child
+    only has to read its trace; a spare forked before its request arrived builds it from the
+    request header instead.
+    """
+
+    __slots__ = ("builtins", "code", "function", "limits", "lines", "mode", "source")
+
+    def __init__(
+        self,
+        *,
+        code: CodeType,
+        source: str,
+        mode: str,
+        function: str | None,
+        limits: dict[str, Any],
+        builtins: dict[str, Any],
+    ) -> None:
+        self.code = code
+        self.source = source
+        self.lines = source.splitlines(True)
+        self.mode = mode
+        self.function = function
+        self.limits = limits
+        self.builtins = builtins
+
+
+class _Retired(Exception):
+    """The zygote closed a spare's work pipe without sending it anything."""
+
+
+def _read_exact(fd: int, size: int) -> bytes | bytearray:
+    data = os.read(fd, size)
+    if len(data) == size:
+        return data
+    if not data:
+        raise _Retired
+    buf = bytearray(size)
+    buf[: len(data)] = data
+    view = memoryview(buf)
+    got = len(data)
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            raise EOFError("the zygote closed the work pipe mid-request")
+        got += n
+    return buf
+
+
+def _read_request(
+    fd: int, builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]]
+) -> tuple[Context, bytes | bytearray | None]:
+    """A spare's request: a JSON header frame, the marshalled code, then the trace, if any."""
+    (size,) = _FRAME_HEADER.unpack(_read_exact(fd, _FRAME_HEADER.size))
+    header = json.loads(_read_exact(fd, size))
+    # the zygote marshalled this code object itself; no user bytes reach marshal
+    code = marshal.loads(_read_exact(fd, int(header["code_len"])))  # noqa: S302
+    policy = header["policy"]
+    key = (tuple(policy["allowed_imports"]), tuple(policy["blocked_builtins"]))
+    context = Context(
+        code=code,
+        source=header["source"],
+        mode=header["mode"],
+        function=header.get("function"),
+        limits=policy["limits"],
+        builtins=builtins_cache.get(key) or restricted_builtins(*key),
+    )
+    trace_len = header.get("trace_len")
+    return context, (_read_exact(fd, int(trace_len)) if trace_len is not None else None)
+
+
+def _read_trace(fd: int) -> bytes | bytearray | None:
+    """A batch child's request: the trace's length (-1: none), then its JSON bytes."""
+    (size,) = TRACE_HEADER.unpack(_read_exact(fd, TRACE_HEADER.size))
+    return _read_exact(fd, size) if size >= 0 else None
+
+
 def spare_main(
     *,
     work_fd: int,
@@ -105,14 +203,19 @@ def spare_main(
     devnull_fd: int,
     close_fds: tuple[int, ...],
     seccomp: SeccompFilter | None,
+    scrub: Callable[[], None],
     builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]],
+    context: Context | None = None,
     warm: bool = True,
     warm_code: bytes | None = None,
 ) -> NoReturn:
-    """A pre-forked child: confine what does not depend on the request, wait, then run it.
+    """A pre-forked child: confine what does not depend on the trace, wait, then run it.
 
-    Never returns: the child always leaves through ``os._exit``. It has never run user code
-    before this execution and is discarded after it.
+    ``context`` is the request when the zygote forked this child for a batch it is running;
+    without it, the child is a spare for whatever request comes next. ``scrub`` makes the
+    child's copy of the zygote forget what it holds for other requests. Never returns: the
+    child always leaves through ``os._exit``. It has never run user code before this execution
+    and is discarded after it.
     """
     status = 70
     try:
@@ -120,36 +223,24 @@ def spare_main(
             os.dup2(devnull_fd, fd)
         for fd in close_fds:
             os.close(fd)
+        scrub()
         if seccomp is not None:
             seccomp.install()
-        if warm:
-            _warm_up(builtins_cache, warm_code)
-        reader = FrameReader(work_fd)
-        try:
-            header = reader.read()
-        except FrameError:
-            os._exit(0)  # the zygote retired this spare
-        # the zygote marshalled this code object itself; no user bytes reach marshal
-        code = marshal.loads(reader.read_bytes(int(header["code_len"])))  # noqa: S302
-        trace_len = header.get("trace_len")
-        trace_json = reader.read_bytes(int(trace_len)) if trace_len is not None else None
+        trace_json: bytes | bytearray | None
+        if context is None:
+            if warm:
+                _warm_up(builtins_cache, warm_code)
+            context, trace_json = _read_request(work_fd, builtins_cache)
+        else:
+            trace_json = _read_trace(work_fd)
         os.close(work_fd)
-        policy = header["policy"]
-        key = (tuple(policy["allowed_imports"]), tuple(policy["blocked_builtins"]))
-        safe_builtins = builtins_cache.get(key) or restricted_builtins(*key)
-        result = _run(
-            code=code,
-            source=header["source"],
-            mode=header["mode"],
-            function_name=header.get("function"),
-            trace_json=trace_json,
-            limits=policy["limits"],
-            safe_builtins=safe_builtins,
-        )
+        result = _run(context, trace_json)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["cpu_ms"] = round((usage.ru_utime + usage.ru_stime) * 1000, 3)
         result["maxrss_kb"] = usage.ru_maxrss
         write_all(result_fd, encode_frame(result))
+        status = 0
+    except _Retired:
         status = 0
     except BaseException as exc:
         with contextlib.suppress(BaseException):  # nothing left to report to
@@ -192,29 +283,24 @@ def _warm_up(
     _address_space_bytes()
 
 
-def _run(
-    *,
-    code: CodeType,
-    source: str,
-    mode: str,
-    function_name: str | None,
-    trace_json: bytes | None,
-    limits: dict[str, Any],
-    safe_builtins: dict[str, Any],
-) -> dict[str, Any]:
+def _run(context: Context, trace_json: bytes | bytearray | None) -> dict[str, Any]:
+    limits = context.limits
+    mode = context.mode
+    function_name = context.function
     out = BoundedWriter(int(limits["output_bytes"]), "stdout")
     err = BoundedWriter(int(limits["output_bytes"]), "stderr")
     result: dict[str, Any]
     trace = json.loads(trace_json) if trace_json is not None else None
-    linecache.cache[SOURCE_NAME] = (len(source), None, source.splitlines(True), SOURCE_NAME)
+    trace_json = None
+    linecache.cache[SOURCE_NAME] = (len(context.source), None, context.lines, SOURCE_NAME)
     _apply_rlimits(limits)
     sys.stdout, sys.stderr, sys.stdin = out, err, None
     namespace: dict[str, Any] = {
-        "__builtins__": safe_builtins,
+        "__builtins__": context.builtins,
         "__name__": "__main__" if mode == "script" else "evaljail_eval",
     }
     try:
-        exec(code, namespace)
+        exec(context.code, namespace)
         if mode == "script":
             result = {"status": "ok"}
         else:

@@ -2,6 +2,12 @@
 
 A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON (an object).
 Either side treats what it reads as untrusted: sizes are capped, malformed frames are errors.
+
+Two places carry raw bytes instead, so that trace data is never escaped into JSON strings or
+copied through Python objects on the zygote's side (every page the zygote writes after a fork
+costs a copy-on-write fault): a batch request is a JSON frame followed by the traces' bytes
+(``blob_len`` in total, one length per item), and each result the zygote relays is a *result
+frame* (``RESULT_TAG``, a fixed binary envelope, then the child's JSON as the child wrote it).
 """
 
 from __future__ import annotations
@@ -15,15 +21,25 @@ from typing import Any
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "RESULT_HEAD_SIZE",
+    "RESULT_TAG",
     "FrameError",
     "FrameReader",
+    "decode_result",
     "encode_frame",
+    "encode_result",
+    "result_head",
     "write_all",
+    "write_all_v",
 ]
 
 #: Largest frame either side accepts (requests carry traces of several MB).
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct(">I")
+#: First byte of a result frame (a JSON frame starts with ``{``).
+RESULT_TAG = 0x52  # "R"
+#: tag, request id, item index, elapsed ms, done flag
+_RESULT = struct.Struct(">BQQdB")
 
 
 class FrameError(Exception):
@@ -41,11 +57,54 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def write_all(fd: int, data: bytes) -> None:
+#: Bytes before a result frame's payload: the frame's length, then the envelope.
+RESULT_HEAD_SIZE = _HEADER.size + _RESULT.size
+
+
+def result_head(
+    request_id: int, index: int, elapsed_ms: float, done: bool, payload_len: int
+) -> bytes:
+    """The start of a result frame whose payload (the child's JSON) follows."""
+    return _HEADER.pack(_RESULT.size + payload_len) + _RESULT.pack(
+        RESULT_TAG, request_id, index, elapsed_ms, done
+    )
+
+
+def encode_result(
+    request_id: int, index: int, elapsed_ms: float, done: bool, payload: bytes
+) -> bytes:
+    """A result frame: the envelope the zygote vouches for, then the child's own JSON."""
+    return result_head(request_id, index, elapsed_ms, done, len(payload)) + payload
+
+
+def decode_result(body: bytes) -> tuple[int, int, float, bool, bytes]:
+    """``(request_id, index, elapsed_ms, done, payload)`` of a result frame's body."""
+    if len(body) < _RESULT.size:
+        raise FrameError("truncated result frame")
+    _, request_id, index, elapsed_ms, done = _RESULT.unpack_from(body)
+    return request_id, index, elapsed_ms, bool(done), body[_RESULT.size :]
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def write_all_v(fd: int, buffers: list[bytes | memoryview]) -> None:
+    """Write every buffer, in order, with as few system calls as the pipe allows."""
+    pending = [memoryview(b) for b in buffers if len(b)]
+    while pending:
+        written = os.writev(fd, pending[:1024])  # IOV_MAX
+        while written and pending:
+            head = pending[0]
+            if written >= len(head):
+                written -= len(head)
+                pending.pop(0)
+            else:
+                pending[0] = head[written:]
+                written = 0
 
 
 class FrameReader:
@@ -81,8 +140,29 @@ class FrameReader:
         del self._buf[:size]
         return data
 
-    def read(self, deadline: float | None = None) -> dict[str, Any]:
-        """The next frame as a dict; raises FrameError on EOF, timeout or garbage."""
+    def discard_buffer(self) -> None:
+        """Forget buffered bytes (a forked child's copy of a reader it never uses)."""
+        if self._buf:
+            del self._buf[:]
+
+    def read_into(self, view: memoryview, deadline: float | None = None) -> None:
+        """Fill ``view`` exactly, straight from the descriptor once the buffer is drained."""
+        got = min(len(self._buf), len(view))
+        view[:got] = self._buf[:got]
+        del self._buf[:got]
+        while got < len(view):
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                ready, _, _ = select.select([self._fd], [], [], max(remaining, 0))
+                if not ready:
+                    raise FrameError("timed out waiting for a frame")
+            n = os.readv(self._fd, [view[got:]])
+            if not n:
+                raise FrameError("the peer closed the pipe")
+            got += n
+
+    def read_raw(self, deadline: float | None = None) -> bytes:
+        """The next frame's body, undecoded."""
         self._fill(4, deadline)
         (size,) = _HEADER.unpack_from(self._buf)
         if size > self._limit:
@@ -90,6 +170,11 @@ class FrameReader:
         self._fill(4 + size, deadline)
         body = bytes(self._buf[4 : 4 + size])
         del self._buf[: 4 + size]
+        return body
+
+    def read(self, deadline: float | None = None) -> dict[str, Any]:
+        """The next frame as a dict; raises FrameError on EOF, timeout or garbage."""
+        body = self.read_raw(deadline)
         try:
             message = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:

@@ -11,21 +11,31 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import hashlib
 import importlib
 import json
 import marshal
+import mmap
 import os
 import select
 import signal
+import struct
 import sys
 import time
-from collections import OrderedDict
+from types import CodeType
 from typing import Any
 
-from .child import SOURCE_NAME, SeccompFilter, spare_main
+from .child import SOURCE_NAME, TRACE_HEADER, Context, SeccompFilter, spare_main
 from .guard import restricted_builtins
-from .protocol import FrameError, FrameReader, encode_frame, write_all
+from .protocol import (
+    RESULT_HEAD_SIZE,
+    FrameError,
+    FrameReader,
+    encode_frame,
+    encode_result,
+    result_head,
+    write_all,
+    write_all_v,
+)
 
 __all__ = ["main"]
 
@@ -40,20 +50,22 @@ _REHEARSAL: dict[str, Any] = {
     "budget_ms": 1.0,
 }
 _RESULT_SLACK_BYTES = 1024 * 1024
-_CODE_CACHE_SIZE = 16
+_BUILTINS_CACHE_SIZE = 16
+_FRAME_LEN = struct.Struct(">I")
 #: Modules every child may need on its error paths: import them once, here.
 _ALWAYS_PRELOAD = ("traceback", "linecache", "ast", "marshal", "unicodedata")
 
 
 class _Spare:
-    """A pre-forked child waiting for its one request."""
+    """A pre-forked child waiting for its one request (``context``: forked for that batch)."""
 
-    __slots__ = ("pid", "result_fd", "work_fd")
+    __slots__ = ("context", "pid", "result_fd", "work_fd")
 
-    def __init__(self, pid: int, work_fd: int, result_fd: int) -> None:
+    def __init__(self, pid: int, work_fd: int, result_fd: int, context: Context | None) -> None:
         self.pid = pid
         self.work_fd = work_fd
         self.result_fd = result_fd
+        self.context = context
 
     def discard(self) -> None:
         for fd in (self.work_fd, self.result_fd):
@@ -65,6 +77,105 @@ class _Spare:
             os.waitpid(self.pid, 0)
 
 
+class _Compiled:
+    """A request's code, compiled once: the object batch children inherit, and its marshal."""
+
+    __slots__ = ("_data", "code")
+
+    def __init__(self, code: CodeType) -> None:
+        self.code = code
+        self._data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:  # for spares forked before the request: they cannot inherit it
+        if self._data is None:
+            self._data = marshal.dumps(self.code)
+        return self._data
+
+
+class _Blob:
+    """A batch's traces, read straight from the pool's pipe into memory no child inherits.
+
+    ``MADV_DONTFORK`` keeps the traces out of every fork: a child sees only the trace it is
+    sent, and forking does not copy page tables for them.
+    """
+
+    def __init__(self, reader: FrameReader, size: int) -> None:
+        self._map: mmap.mmap | None = None
+        self.view = memoryview(b"")
+        if size <= 0:
+            return
+        self._map = _dontfork_map(size)
+        self.view = memoryview(self._map)
+        reader.read_into(self.view)
+
+    def close(self) -> None:
+        self.view.release()
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # a slice is still alive: the GC unmaps it
+                self._map.close()
+
+
+class _ResultBuffer:
+    """Where each child's result frame is read and relayed from: memory no child inherits.
+
+    The child's frame is read at an offset that leaves room to write the envelope in front of
+    its payload, so a result crosses the zygote in one read and one write, without entering
+    the zygote's heap (where a later child could find what is left of it).
+    """
+
+    _AT = RESULT_HEAD_SIZE - _FRAME_LEN.size  # the child's length lands just before its payload
+
+    def __init__(self) -> None:
+        self._map = _dontfork_map(1 << 20)
+        self._view = memoryview(self._map)
+
+    def _grow(self, size: int, keep: int) -> None:
+        bigger = _dontfork_map(size)
+        bigger[:keep] = self._map[:keep]
+        self._view.release()
+        self._map.close()
+        self._map, self._view = bigger, memoryview(bigger)
+
+    def read(self, fd: int, deadline: float, limit: int) -> int:
+        """Read one frame from ``fd``; the size of its payload."""
+        at = self._AT
+        got = 0
+        need = _FRAME_LEN.size
+        while got < need:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(remaining, 0))
+            if not ready:
+                raise FrameError("timed out waiting for a frame")
+            want = at + max(need, got + 65536)
+            if want > len(self._map):
+                self._grow(2 * want, at + got)
+            n = os.readv(fd, [self._view[at + got : want]])
+            if not n:
+                raise FrameError("the peer closed the pipe")
+            got += n
+            if need == _FRAME_LEN.size and got >= need:
+                (size,) = _FRAME_LEN.unpack_from(self._view, at)
+                if size > limit:
+                    raise FrameError(f"frame of {size} bytes exceeds the limit of {limit}")
+                need += size
+        return need - _FRAME_LEN.size
+
+    def frame(
+        self, request_id: int, index: int, elapsed_ms: float, done: bool, size: int
+    ) -> memoryview:
+        """The result frame for the payload just read, ready to write."""
+        self._view[:RESULT_HEAD_SIZE] = result_head(request_id, index, elapsed_ms, done, size)
+        return self._view[: RESULT_HEAD_SIZE + size]
+
+
+def _dontfork_map(size: int) -> mmap.mmap:
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError, AttributeError):
+        memory.madvise(mmap.MADV_DONTFORK)
+    return memory
+
+
 class _Zygote:
     def __init__(self, req_fd: int, resp_fd: int, devnull_fd: int) -> None:
         self.req_fd = req_fd
@@ -72,7 +183,7 @@ class _Zygote:
         self.devnull_fd = devnull_fd
         self.reader = FrameReader(req_fd)
         self.seccomp: SeccompFilter | None = None
-        self.codes: OrderedDict[str, bytes | BaseException] = OrderedDict()
+        self.results = _ResultBuffer()
         self.builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
         self.spare: _Spare | None = None
         self.to_reap: list[tuple[int, float]] = []
@@ -106,8 +217,6 @@ class _Zygote:
         dumpable_off = libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
         gc.collect()
         gc.freeze()
-        self.spare = self._fork_spare()
-        self._rehearse()
         return {
             "op": "ready",
             "pid": os.getpid(),
@@ -118,14 +227,18 @@ class _Zygote:
             "python": sys.version.split()[0],
         }
 
-    def _builtins_for(self, policy: dict[str, Any]) -> None:
+    def _builtins_for(self, policy: dict[str, Any]) -> dict[str, Any]:
         key = (tuple(policy["allowed_imports"]), tuple(policy["blocked_builtins"]))
-        if key not in self.builtins_cache and len(self.builtins_cache) < _CODE_CACHE_SIZE:
-            self.builtins_cache[key] = restricted_builtins(*key)
+        safe = self.builtins_cache.get(key)
+        if safe is None:
+            safe = restricted_builtins(*key)
+            if len(self.builtins_cache) < _BUILTINS_CACHE_SIZE:
+                self.builtins_cache[key] = safe
+        return safe
 
     # -- children ------------------------------------------------------------------------------
 
-    def _fork_spare(self, *, warm: bool = True) -> _Spare:
+    def _fork_spare(self, context: Context | None = None) -> _Spare:
         work_r, work_w = os.pipe()
         result_r, result_w = os.pipe()
         pid = self._fork()
@@ -136,13 +249,24 @@ class _Zygote:
                 devnull_fd=self.devnull_fd,
                 close_fds=(work_w, result_r, self.req_fd, self.resp_fd, self.devnull_fd),
                 seccomp=self.seccomp,
+                scrub=self._scrub,
                 builtins_cache=self.builtins_cache,
-                warm=warm,
+                context=context,
+                # the warm-up buys a spare's latency; mid-batch it only costs throughput
+                warm=context is None,
                 warm_code=self.warm_code,
             )
         os.close(work_r)
         os.close(result_w)
-        return _Spare(pid, work_w, result_r)
+        return _Spare(pid, work_w, result_r, context)
+
+    def _scrub(self) -> None:
+        """In a fresh child: drop the zygote's state that may belong to other requests.
+
+        Little is left to drop: traces and results live in memory no child inherits, and code
+        is compiled per request. What remains is any request the pool already queued.
+        """
+        self.reader.discard_buffer()
 
     def _fork(self) -> int:
         """fork(2) without CPython's Python-level at-fork hooks.
@@ -156,161 +280,190 @@ class _Zygote:
             raise OSError(ctypes.get_errno(), "fork failed")
         return pid
 
+    def _ready_spare(self) -> None:
+        """Between requests: a spare for whatever comes next, then a rehearsal of the path."""
+        if self.spare is not None and self.spare.context is not None:
+            self.spare.discard()  # forked for a batch that is over
+            self.spare = None
+        if self.spare is None:
+            self.spare = self._fork_spare()
+        self._rehearse()
+
     def _rehearse(self) -> None:
         """Walk the request path once with a dummy request, right after forking a spare.
 
         Forking made every page of the zygote copy-on-write; the first write to each one after
-        that costs a fault (about 9 us on the VMs we measured, ~100 of them per request).
+        that costs a fault (about 3-9 us on the VMs we measured, ~100 of them per request).
         Paying them here, while idle, keeps them off the next request's critical path.
         """
         frame = encode_frame(_REHEARSAL)
         message = json.loads(frame[4:])
-        self.compile(message["code"])
+        compiled = self.compile(message["code"])
+        assert isinstance(compiled, _Compiled)
         header = {
             "source": message["code"],
             "mode": message["mode"],
             "function": None,
             "policy": message["policy"],
         }
-        encode_frame({**header, "code_len": 1, "trace_len": None})
-        reply = {"status": "ok", "stdout": "", "stderr": "", "cpu_ms": 0.0, "maxrss_kb": 0}
-        reply.update(op="result", id=0, index=0, elapsed_ms=0.0)
-        encode_frame({**reply, "done": True})
+        encode_frame({**header, "code_len": len(compiled.data), "trace_len": None})
+        encode_result(0, 0, 0.0, True, b'{"status":"ok","stdout":"4\\n","stderr":""}')
 
-    def _take_spare(self) -> _Spare:
+    def _take_spare(self, context: Context | None) -> _Spare:
         spare, self.spare = self.spare, None
-        return spare if spare is not None else self._fork_spare()
+        if spare is not None and spare.context is not None and spare.context is not context:
+            spare.discard()
+            spare = None
+        return spare if spare is not None else self._fork_spare(context)
 
     # -- requests ------------------------------------------------------------------------------
 
-    def compile(self, source: str) -> bytes | BaseException:
-        """The marshalled code object for ``source`` (cached), or the compile error."""
-        key = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
-        cached = self.codes.get(key)
-        if cached is not None:
-            self.codes.move_to_end(key)
-            return cached
+    @staticmethod
+    def compile(source: str) -> _Compiled | BaseException:
+        """The compiled code for ``source``, or the compile error.
+
+        Not cached across requests: a cache would be inherited by every later child.
+        """
         try:
-            compiled: bytes | BaseException = marshal.dumps(compile(source, SOURCE_NAME, "exec"))
+            return _Compiled(compile(source, SOURCE_NAME, "exec"))
         except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
-            compiled = exc
-        self.codes[key] = compiled
-        if len(self.codes) > _CODE_CACHE_SIZE:
-            self.codes.popitem(last=False)
-        return compiled
+            return exc
 
     def send(self, message: dict[str, Any]) -> None:
         write_all(self.resp_fd, encode_frame(message))
 
     def run(self, message: dict[str, Any]) -> None:
-        request_id = message["id"]
+        blob = _Blob(self.reader, int(message.get("blob_len") or 0))
+        try:
+            self._run(message, blob.view)
+        finally:
+            blob.close()
+
+    def _run(self, message: dict[str, Any], traces: memoryview) -> None:
+        request_id = int(message["id"])
         policy = message["policy"]
         source = message["code"]
+        mode = message["mode"]
+        function = message.get("function")
         timeout_s = policy["limits"]["timeout_ms"] / 1000
         budget_end = time.monotonic() + message.get("budget_ms", 1e12) / 1000
-        code = self.compile(source)
-        self._builtins_for(policy)
-        header = {
-            "source": source,
-            "mode": message["mode"],
-            "function": message.get("function"),
-            "policy": policy,
-        }
-        items = message.get("items") or [[0, None]]
-        last = len(items) - 1
-        for position, (index, trace_json) in enumerate(items):
-            if isinstance(code, BaseException):
-                result: dict[str, Any] = {
+        limit = 8 * int(policy["limits"]["output_bytes"]) + _RESULT_SLACK_BYTES
+        compiled = self.compile(source)
+        safe_builtins = self._builtins_for(policy)
+        entries: list[list[int]] = message.get("items") or [[0, -1]]
+        context: Context | None = None  # made once this request needs a child of its own
+        offset = 0
+        last = len(entries) - 1
+        for position, (index, size) in enumerate(entries):
+            trace = traces[offset : offset + size] if size >= 0 else None
+            offset += max(size, 0)
+            elapsed_ms = 0.0
+            payload: int | bytes
+            work: list[bytes | memoryview]
+            if isinstance(compiled, BaseException):
+                payload = _encode_payload({
                     "status": "error",
-                    "error_type": type(code).__name__,
-                    "error": f"{type(code).__name__}: {code}",
-                    "elapsed_ms": 0.0,
-                }
+                    "error_type": type(compiled).__name__,
+                    "error": f"{type(compiled).__name__}: {compiled}",
+                })  # fmt: skip
             elif time.monotonic() >= budget_end:
-                result = {"status": "budget", "elapsed_ms": 0.0}
+                payload = _encode_payload({"status": "budget"})
             else:
                 wall = min(timeout_s, max(budget_end - time.monotonic(), 0.001))
-                trace = trace_json.encode("utf-8") if trace_json is not None else None
-                result = self.execute(header, code, trace, policy, wall)
-                if result.get("status") == "timeout" and wall < timeout_s:
-                    result["status"] = "budget"  # cut short by the batch, not its own limit
-            result.update(op="result", id=request_id, index=index)
-            if position == last:
-                # Answer, then tidy up: the pool may hand this worker's thread other work
-                # (it queues in the pipe) while the zygote reaps and forks the next spare.
-                self.send({**result, "done": True})
-                self.reap()
-                if self.spare is None:
-                    self.spare = self._fork_spare(warm=True)
-                self._rehearse()
+                spare = self._take_spare(context)
+                if spare.context is None:  # forked before this request: send it everything
+                    head = {"source": source, "mode": mode, "function": function,
+                            "policy": policy, "code_len": len(compiled.data),
+                            "trace_len": None if trace is None else len(trace)}  # fmt: skip
+                    work = [encode_frame(head), compiled.data]
+                else:
+                    work = [TRACE_HEADER.pack(-1 if trace is None else len(trace))]
+                if trace is not None:
+                    work.append(trace)
+                # a timeout cut short by the batch's budget is the budget's, not the trace's
+                cut = "budget" if wall < timeout_s else "timeout"
+                payload, elapsed_ms = self.execute(spare, work, wall, limit, cut)
+            trace = None
+            work = []
+            done = position == last
+            if isinstance(payload, int):  # the child's own frame, relayed as it wrote it
+                frame = self.results.frame(request_id, index, elapsed_ms, done, payload)
+                write_all(self.resp_fd, frame)
+                frame.release()
+            else:
+                write_all(self.resp_fd, encode_result(request_id, index, elapsed_ms, done, payload))
+            if done:
                 return
-            self.send(result)
             self.reap()
-            if self.spare is None:
-                # Mid-batch spares skip the warm-up: it buys latency, and costs throughput.
-                self.spare = self._fork_spare(warm=False)
+            if self.spare is None and not isinstance(compiled, BaseException):
+                if context is None:
+                    context = Context(
+                        code=compiled.code, source=source, mode=mode, function=function,
+                        limits=policy["limits"], builtins=safe_builtins,
+                    )  # fmt: skip
+                self.spare = self._fork_spare(context)
         self.send({"op": "done", "id": request_id})
 
     def execute(
         self,
-        header: dict[str, Any],
-        code: bytes,
-        trace: bytes | None,
-        policy: dict[str, Any],
+        child: _Spare,
+        work: list[bytes | memoryview],
         wall_s: float,
-    ) -> dict[str, Any]:
+        limit: int,
+        cut: str,
+    ) -> tuple[int | bytes, float]:
+        """Hand ``work`` to a spare and wait for its result.
+
+        Returns the size of the child's result frame, left in ``self.results``, or a result the
+        zygote wrote itself (the child died, timed out or lied), and the elapsed time.
+        """
         self.executions += 1
-        child = self._take_spare()
         started = time.perf_counter()
-        work = encode_frame(
-            {**header, "code_len": len(code), "trace_len": None if trace is None else len(trace)}
-        )
         killed = None
         try:
-            write_all(child.work_fd, work + code + (trace or b""))
+            write_all_v(child.work_fd, work)
         except OSError:
             killed = "crashed"
         with contextlib.suppress(OSError):
             os.close(child.work_fd)
-        limit = 8 * int(policy["limits"]["output_bytes"]) + _RESULT_SLACK_BYTES
         deadline = started + wall_s
-        reader = FrameReader(child.result_fd, limit=limit)
-        frame: dict[str, Any] | None = None
+        size = -1
         if killed is None:
             try:
-                frame = reader.read(deadline=time.monotonic() + wall_s)
+                size = self.results.read(child.result_fd, time.monotonic() + wall_s, limit)
             except FrameError as exc:
-                killed = "timeout" if "timed out" in str(exc) else None
+                killed = cut if "timed out" in str(exc) else None
                 if "exceeds the limit" in str(exc):
                     killed = "oversized"
         os.close(child.result_fd)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if frame is not None and killed is None:
-            frame["elapsed_ms"] = round(elapsed_ms, 3)
+        if size >= 0 and killed is None:
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
             self.to_reap.append((child.pid, max(deadline, time.perf_counter() + 0.1)))
-            return frame
+            return size, elapsed_ms
         # no complete result: the child is dead, stuck or lying: kill it and ask the kernel
         with contextlib.suppress(OSError):
             os.kill(child.pid, signal.SIGKILL)
         _, status, usage = os.wait4(child.pid, 0)
         result: dict[str, Any]
-        if killed == "timeout":
-            result = {"status": "timeout"}
+        if killed in ("timeout", "budget"):
+            result = {"status": killed}
         elif killed == "oversized":
             result = {"status": "crashed", "error": "the result frame exceeded its size limit"}
         else:
             result = self._decode(status)
-        result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
         result["cpu_ms"] = round((usage.ru_utime + usage.ru_stime) * 1000, 3)
         result["maxrss_kb"] = usage.ru_maxrss
         if os.WIFSIGNALED(status):
             result["signal"] = os.WTERMSIG(status)
-        return result
+        return _encode_payload(result), elapsed_ms
 
     def reap(self) -> None:
         """Wait for children that already answered; kill any that outlive their deadline."""
         while self.to_reap:
             pid, deadline = self.to_reap.pop()
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                continue  # already gone: the usual case
             try:
                 pidfd = os.pidfd_open(pid)
             except ProcessLookupError:
@@ -337,6 +490,7 @@ class _Zygote:
 
     def serve(self) -> None:
         try:
+            self._ready_spare()
             while True:
                 try:
                     message = self.reader.read()
@@ -345,6 +499,9 @@ class _Zygote:
                 op = message.get("op")
                 if op == "run":
                     self.run(message)
+                    del message  # the next spare must not inherit this request
+                    self.reap()
+                    self._ready_spare()
                 elif op == "ping":
                     self.send({"op": "pong", "executions": self.executions})
                 elif op == "exit":
@@ -352,6 +509,11 @@ class _Zygote:
         finally:
             if self.spare is not None:
                 self.spare.discard()
+
+
+def _encode_payload(result: dict[str, Any]) -> bytes:
+    """A result the zygote writes itself, encoded like a child's."""
+    return encode_frame(result)[4:]
 
 
 def _seal(root: str) -> None:
