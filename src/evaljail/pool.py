@@ -53,6 +53,10 @@ __all__ = ["Pool", "PoolStats"]
 
 _STARTUP_TIMEOUT_S = 60.0
 _BACKSTOP_GRACE_S = 2.0
+#: A job running longer than this holds its worker "for a while": only then does the pool grow
+#: past cores + 1, so that quick jobs are not stuck behind slow ones. Below it, executions are
+#: CPU-bound and short, and more workers than cores only add memory and context switches.
+_SLOW_JOB_S = 0.1
 #: Run by each scientific spare before it waits: pre-faults the pages a pandas eval touches.
 _SCIENTIFIC_WARM_UP = "import pandas as pd\npd.DataFrame({'a': [1, 2]}).a.sum()\n"
 
@@ -170,8 +174,12 @@ class _Worker:
     def stderr_tail(self) -> str:
         return b"".join(self._stderr_tail).decode("utf-8", "replace")[-2000:]
 
-    def run(self, job: _Job, request_id: int) -> None:
-        """Send one job and relay its results; raises WorkerCrashedError on any breakage."""
+    def run(self, job: _Job, request_id: int, *, busy: bool = False) -> None:
+        """Send one job and relay its results; raises WorkerCrashedError on any breakage.
+
+        ``busy``: more jobs were waiting, so the zygote should not spend time making its next
+        spare fast to start (it will be used at once, warm or not).
+        """
         items = job.items
         message: dict[str, Any] = {
             "op": "run",
@@ -181,6 +189,7 @@ class _Worker:
             "function": job.function,
             "policy": job.policy.to_wire(),
             "budget_ms": max((job.deadline - time.monotonic()) * 1000, 1.0),
+            "busy": busy,
         }
         blobs: list[bytes] = []
         if items is not None:
@@ -287,6 +296,8 @@ class Pool:
         self._workers: dict[Profile, int] = dict.fromkeys(Profile, 0)
         self._starting: dict[Profile, int] = dict.fromkeys(Profile, 0)
         self._idle: dict[Profile, int] = dict.fromkeys(Profile, 0)
+        #: when each busy worker's current job started, by worker
+        self._running: dict[Profile, dict[int, float]] = {p: {} for p in Profile}
         self._live: set[_Worker] = set()
         self._threads: set[threading.Thread] = set()
         self._ids = itertools.count(1)
@@ -487,14 +498,17 @@ class Pool:
                     if not queue:  # woken by close()
                         return
                     job = queue.popleft()
+                    busy = bool(queue)
                 error: BaseException | None = None
                 if job.items is not None and time.monotonic() >= job.deadline:
                     for item in job.items:  # the batch budget ran out while this waited
                         job.on_raw(item.index, {"status": "budget", "elapsed_ms": 0.0})
                     job.on_done(None)
                     continue
+                with self._lock:
+                    self._running[profile][id(worker)] = time.monotonic()
                 try:
-                    worker.run(job, next(self._ids))
+                    worker.run(job, next(self._ids), busy=busy)
                 except _WorkerGone:
                     with self._lock:  # nothing ran: give the job to the next worker
                         queue.appendleft(job)
@@ -506,6 +520,8 @@ class Pool:
                 except Exception as exc:
                     worker.kill()
                     error = WorkerCrashedError(f"the pool failed to run a job: {exc!r}")
+                with self._lock:
+                    self._running[profile].pop(id(worker), None)
                 job.on_done(error)
                 if error is not None or not worker.alive():
                     with self._lock:
@@ -515,6 +531,7 @@ class Pool:
                     return
         finally:
             with self._lock:
+                self._running[profile].pop(id(worker), None)
                 self._workers[profile] -= 1
                 self._live.discard(worker)
                 self._threads.discard(threading.current_thread())
@@ -543,11 +560,14 @@ class Pool:
                 )
             queue.append(job)
             pressure = len(queue) > self._idle[job.profile] + self._starting[job.profile]
-            if job.items is not None:
-                # Batch chunks are CPU-bound: workers beyond the cores only add memory and
-                # contention, so a batch grows the pool no further than cores + 1.
-                workers = self._workers[job.profile] + self._starting[job.profile]
-                pressure = pressure and workers < max(self.min_size, (os.cpu_count() or 1) + 1)
+            workers = self._workers[job.profile] + self._starting[job.profile]
+            if pressure and workers >= max(self.min_size, (os.cpu_count() or 1) + 1):
+                # Past cores + 1, another worker helps only if the busy ones are held by slow
+                # jobs (a queued quick job should not wait for them). Batch chunks are slow but
+                # CPU-bound: they never grow the pool past that.
+                now = time.monotonic()
+                held = any(now - t > _SLOW_JOB_S for t in self._running[job.profile].values())
+                pressure = held and job.items is None
             # Wake a worker of this job's profile: a shared condition could wake a worker of
             # the other profile, which would find its own queue empty and sleep on.
             self._wakeups[job.profile].notify()

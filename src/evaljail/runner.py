@@ -62,9 +62,13 @@ ProgressCallback = Callable[[int, int, TraceResult], None]
 
 def normalize_traces(traces: Iterable[Any]) -> list[TraceItem]:
     """Accept the seed's ``{"trace_id", "data"}`` items or bare iofold traces (``trace_id`` +
-    ``steps``); encode each trace's data once. Raises ConfigurationError on a malformed item."""
+    ``steps``); encode each trace's data once. Raises ConfigurationError on a malformed item.
+    ``TraceItem`` objects (data already JSON text) pass through."""
     items: list[TraceItem] = []
     for index, raw in enumerate(traces):
+        if isinstance(raw, TraceItem):  # already encoded (the service's batches)
+            items.append(raw if raw.index == index else replace(raw, index=index))
+            continue
         if not isinstance(raw, Mapping):
             raise ConfigurationError(
                 f"trace #{index} must be an object, got {type(raw).__name__}",

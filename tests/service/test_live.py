@@ -83,6 +83,28 @@ def test_batch_json(client: httpx.Client, fixtures_dir: Path) -> None:
     assert sum(body["counts"].values()) == 20
 
 
+_ECHO = "def eval_echo(trace):\n    return True, repr(trace)\n"
+_DATA_TEXTS = [
+    '{ "k" : [1, 2.5, -0.0, 1e400, "\u00e9\u00e9", "\\ud800", null, true] ,"n":{}}',
+    "[ ]",
+    '"just a string"',
+    '{"deep": [[[[{"a": [{"b": "c"}]}]]]], "big": 123456789012345678901234567890}',
+]
+
+
+@pytest.mark.parametrize("nan", [False, True], ids=["raw-data-path", "decoded-data-path"])
+def test_batch_data_reaches_the_eval_exactly_as_sent(client: httpx.Client, nan: bool) -> None:
+    """Trace data travels as the client's own JSON text (or, when the fast parser declines a
+    body, e.g. for NaN, decoded and re-encoded): the eval sees what json.loads would give."""
+    texts = [*_DATA_TEXTS, '{"x": NaN}'] if nan else _DATA_TEXTS
+    traces = ",".join(f'{{"trace_id": "t{i}", "data": {t}}}' for i, t in enumerate(texts))
+    body = f'{{"code": {json.dumps(_ECHO)}, "traces": [ {traces} ], "timeout": 2000}}'
+    r = client.post("/execute/batch", content=body.encode("utf-8"))
+    assert r.status_code == 200, r.text
+    reasons = [x["reason"] for x in r.json()["results"]]
+    assert reasons == [repr(json.loads(t)) for t in texts]
+
+
 def test_batch_ndjson_streams_then_summarises(client: httpx.Client) -> None:
     traces = [{"trace_id": f"t{i}", "data": {"ok": i % 3 == 0}} for i in range(12)]
     with client.stream(
@@ -181,6 +203,12 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
     ("batch-no-function", "POST", "/execute/batch", {"code": "x = 1", "traces": []}, {}, 422, "eval_function_not_found"),
     ("batch-wrong-function", "POST", "/execute/batch", {"code": EVAL, "function_name": "eval_nope", "traces": [{"trace_id": "a", "data": {}}]}, {}, 422, "eval_function_not_found"),
     ("batch-timeout-negative", "POST", "/execute/batch", {"code": EVAL, "traces": [], "timeout": -5}, {}, 422, "invalid_request"),
+    ("batch-timeout-zero", "POST", "/execute/batch", {"code": EVAL, "traces": [], "timeout": 0}, {}, 422, "invalid_request"),
+    ("batch-trace-id-bool", "POST", "/execute/batch", {"code": EVAL, "traces": [{"trace_id": True, "data": {}}]}, {}, 422, "invalid_request"),
+    ("batch-trace-id-null", "POST", "/execute/batch", {"code": EVAL, "traces": [{"trace_id": None, "data": {}}]}, {}, 422, "invalid_request"),
+    ("batch-bad-json-in-data", "POST", "/execute/batch", b'{"code": "x", "traces": [{"trace_id": "a", "data": {bad}}]}', {}, 400, "invalid_json"),
+    ("batch-non-utf8-in-data", "POST", "/execute/batch", b'{"code": "x", "traces": [{"trace_id": "a", "data": "\xff"}]}', {}, 400, "invalid_json"),
+    ("batch-unknown-field", "POST", "/execute/batch", {"code": EVAL, "traces": [], "mode": "x"}, {}, 422, "invalid_request"),
     ("check-missing-code", "POST", "/check", {}, {}, 422, "invalid_request"),
     ("check-unknown-field", "POST", "/check", {"code": "", "x": 1}, {}, 422, "invalid_request"),
 ]  # fmt: skip

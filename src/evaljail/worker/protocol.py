@@ -140,6 +140,11 @@ class FrameReader:
         del self._buf[:size]
         return data
 
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes were read ahead of the frames returned so far."""
+        return bool(self._buf)
+
     def discard_buffer(self) -> None:
         """Forget buffered bytes (a forked child's copy of a reader it never uses)."""
         if self._buf:

@@ -238,7 +238,7 @@ class _Zygote:
 
     # -- children ------------------------------------------------------------------------------
 
-    def _fork_spare(self, context: Context | None = None) -> _Spare:
+    def _fork_spare(self, context: Context | None = None, *, warm: bool = True) -> _Spare:
         work_r, work_w = os.pipe()
         result_r, result_w = os.pipe()
         pid = self._fork()
@@ -249,11 +249,11 @@ class _Zygote:
                 devnull_fd=self.devnull_fd,
                 close_fds=(work_w, result_r, self.req_fd, self.resp_fd, self.devnull_fd),
                 seccomp=self.seccomp,
-                scrub=self._scrub,
+                scrub=self._scrub if self.reader.buffered else None,
                 builtins_cache=self.builtins_cache,
                 context=context,
                 # the warm-up buys a spare's latency; mid-batch it only costs throughput
-                warm=context is None,
+                warm=warm and context is None,
                 warm_code=self.warm_code,
             )
         os.close(work_r)
@@ -280,14 +280,20 @@ class _Zygote:
             raise OSError(ctypes.get_errno(), "fork failed")
         return pid
 
-    def _ready_spare(self) -> None:
-        """Between requests: a spare for whatever comes next, then a rehearsal of the path."""
+    def _ready_spare(self, *, warm: bool = True) -> None:
+        """Between requests: a spare for whatever comes next.
+
+        When idle (``warm``), the spare warms up and the zygote rehearses its request path, so
+        that the next request finds both fast. When the pool has more work queued, the next
+        request is already on its way: warming would only cost CPU that it needs.
+        """
         if self.spare is not None and self.spare.context is not None:
             self.spare.discard()  # forked for a batch that is over
             self.spare = None
         if self.spare is None:
-            self.spare = self._fork_spare()
-        self._rehearse()
+            self.spare = self._fork_spare(warm=warm)
+        if warm:
+            self._rehearse()
 
     def _rehearse(self) -> None:
         """Walk the request path once with a dummy request, right after forking a spare.
@@ -499,9 +505,10 @@ class _Zygote:
                 op = message.get("op")
                 if op == "run":
                     self.run(message)
+                    busy = bool(message.get("busy"))
                     del message  # the next spare must not inherit this request
                     self.reap()
-                    self._ready_spare()
+                    self._ready_spare(warm=not busy)
                 elif op == "ping":
                     self.send({"op": "pong", "executions": self.executions})
                 elif op == "exit":
