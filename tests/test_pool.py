@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -66,6 +67,34 @@ def test_grows_under_pressure_and_shrinks_when_idle(no_leaked_jails: None) -> No
     assert _wait_for(lambda: pool.stats().size == 3)
     assert [f.result().outcome for f in futures] == [Outcome.TIMEOUT] * 4
     assert _wait_for(lambda: pool.stats().size == 1, timeout_s=10)
+    pool.close()
+
+
+def test_quick_jobs_do_not_grow_the_pool_past_cores_plus_one(no_leaked_jails: None) -> None:
+    """A burst of short executions is CPU-bound: more workers than cores would only contend."""
+    ceiling = (os.cpu_count() or 1) + 1
+    pool = Pool(min_size=1, max_size=ceiling + 4)
+    pool.start()
+    futures = [pool.run_script("print(1)", Policy()) for _ in range(60)]
+    assert [f.result(timeout=60).stdout for f in futures] == ["1\n"] * 60
+    assert pool.stats().workers_started <= ceiling
+    pool.close()
+
+
+def test_slow_jobs_let_the_pool_grow_so_quick_ones_are_not_stuck(no_leaked_jails: None) -> None:
+    ceiling = (os.cpu_count() or 1) + 1
+    pool = Pool(min_size=1, max_size=ceiling + 1)
+    pool.start()
+    slow = Policy().with_limits(timeout_ms=4000)
+    loops = [pool.run_script("while True:\n    pass", slow) for _ in range(ceiling)]
+    assert _wait_for(lambda: pool.stats().busy == ceiling, timeout_s=30)
+    time.sleep(0.2)  # the loops have now run for longer than a quick job would
+    started = time.monotonic()
+    quick = pool.run_script("print('through')", Policy())
+    assert quick.result(timeout=30).stdout == "through\n"
+    assert time.monotonic() - started < 3.0, "the quick job waited for a loop's timeout"
+    assert not any(f.done() for f in loops)
+    assert pool.stats().workers_started == ceiling + 1
     pool.close()
 
 
