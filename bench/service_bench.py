@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -283,6 +284,38 @@ def throughput(
     return figures
 
 
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"code": "print(2 + 2)", "timeout": 5000}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("ERRORS %d\\n", e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def wrk_throughput(url: str, seconds: int, concurrency: int = 32) -> dict[str, Any] | None:
+    """Requests/s from ``wrk`` (a C load generator), when installed: the httpx client above
+    tops out near 300 req/s on 2 cores, below what the service can take. Errors count
+    connection failures, timeouts and every non-2xx answer."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(_WRK_SCRIPT)
+    argv = [wrk, "-t2", f"-c{concurrency}", "-s", f.name, f"{url}/execute"]
+    subprocess.run([*argv[:1], "-d3s", *argv[1:]], capture_output=True, check=True)  # warm-up
+    out = subprocess.run(
+        [*argv[:1], f"-d{seconds}s", *argv[1:]], capture_output=True, text=True, check=True
+    ).stdout
+    Path(f.name).unlink()
+    rate = float(out.split("Requests/sec:")[1].split()[0])
+    errors = int(out.split("ERRORS")[1].split()[0])
+    latency_ms = out.split("Latency")[1].split()[0]
+    return {"req_per_s": rate, "errors": errors, "mean_latency": latency_ms, "seconds": seconds}
+
+
 def batch(url: str, n_traces: int) -> dict[str, Any]:
     import httpx
 
@@ -353,6 +386,15 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{n['throughput']['server_cpu_ms_per_req']} ms | | |",
         f"| ... same client against a server that does nothing (raw ASGI on uvicorn) | "
         f"{report['noop_ceiling']['req_per_s']} req/s | | | ceiling of this client here |",
+    ]
+    ew, nw = e.get("wrk"), n.get("wrk")
+    if ew and nw:
+        lines.append(
+            f"| req/s at concurrency 32, `wrk` (errors incl. non-2xx) | {ew['req_per_s']} "
+            f"({ew['errors']}) | {nw['req_per_s']} ({nw['errors']}) | "
+            f"{report['ratios']['throughput_wrk']}x | >= 600, 0 errors |"
+        )
+    lines += [
         f"| 1 000-trace `/execute/batch` ({BATCH_EVAL}, {e['batch']['body_mb']} MB) | "
         f"{e['batch']['wall_s']} s | {n['batch']['wall_s']} s | {report['ratios']['batch']}x "
         "| <= 2 s |",
@@ -403,6 +445,7 @@ def main() -> None:
         print("evaljail: throughput ...", file=sys.stderr)
         throughput(ev_url, 200, 32)  # warm-up: let the pool grow
         e_thr = throughput(ev_url, int(6000 * scale), 32, server_pid=proc.pid)
+        e_wrk = wrk_throughput(ev_url, 10 if not args.quick else 3)
         print("evaljail: batch ...", file=sys.stderr)
         batch(ev_url, 100)
         e_bat = batch(ev_url, 1000)
@@ -412,6 +455,7 @@ def main() -> None:
         n_lat = latency(nv_url, int(100 * scale), 5)
         print("naive: throughput ...", file=sys.stderr)
         n_thr = throughput(nv_url, int(640 * scale), 32, server_pid=proc.pid)
+        n_wrk = wrk_throughput(nv_url, 10 if not args.quick else 3)
         print("naive: batch ...", file=sys.stderr)
         n_bat = batch(nv_url, 1000)
     np_port = _free_port()
@@ -420,18 +464,21 @@ def main() -> None:
     with _server(noop_argv, env, np_url, logs / "noop.log") as proc:
         print("no-op server: throughput ...", file=sys.stderr)
         report["noop_ceiling"] = throughput(np_url, int(4000 * scale), 32, server_pid=proc.pid)
-    report["evaljail"] = {"latency": e_lat, "throughput": e_thr, "batch": e_bat}
-    report["naive"] = {"latency": n_lat, "throughput": n_thr, "batch": n_bat}
+    report["evaljail"] = {"latency": e_lat, "throughput": e_thr, "wrk": e_wrk, "batch": e_bat}
+    report["naive"] = {"latency": n_lat, "throughput": n_thr, "wrk": n_wrk, "batch": n_bat}
     report["ratios"] = {
         "p50": round(n_lat["p50_ms"] / e_lat["p50_ms"], 1),
         "p95": round(n_lat["p95_ms"] / e_lat["p95_ms"], 1),
         "throughput": round(e_thr["req_per_s"] / max(n_thr["req_per_s"], 1e-9), 1),
         "batch": round(n_bat["wall_s"] / e_bat["wall_s"], 1),
     }
+    if e_wrk and n_wrk:
+        report["ratios"]["throughput_wrk"] = round(e_wrk["req_per_s"] / n_wrk["req_per_s"], 1)
+    best = e_wrk or e_thr  # the load generator that is not the bottleneck, when there is one
     report["targets_met"] = {
         "p50_le_5ms": e_lat["p50_ms"] <= 5,
         "p50_10x_naive": report["ratios"]["p50"] >= 10,
-        "req_per_s_ge_600_no_errors": e_thr["req_per_s"] >= 600 and e_thr["errors"] == 0,
+        "req_per_s_ge_600_no_errors": best["req_per_s"] >= 600 and best["errors"] == 0,
         "batch_1000_le_2s": e_bat["wall_s"] <= 2 and e_bat["results"] == 1000,
     }
     markdown = _markdown(report)

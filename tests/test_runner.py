@@ -116,3 +116,18 @@ def test_async_batch_ends_when_the_backend_fails() -> None:
 
     with pytest.raises(WorkerCrashedError, match="boom"):
         asyncio.run(asyncio.wait_for(consume(), timeout=10))
+
+
+def test_code_that_parses_but_does_not_compile_fails_alike_on_every_trace(
+    runner: PythonRunner,
+) -> None:
+    """The first trace's child compiles the source itself, the zygote compiles it for the
+    rest: both must report the same error."""
+    code = "def eval_x(trace):\n    return True, ''\nreturn 5\n"
+    batch = runner.execute_batch(code, None, [{"trace_id": str(i), "data": {}} for i in range(5)])
+    errors = {(r.outcome, r.error_type, r.error) for r in batch.results}
+    assert errors == {
+        (Outcome.ERROR, "SyntaxError", "SyntaxError: 'return' outside function (<eval>, line 3)")
+    }
+    single = runner.execute("return 1")
+    assert (single.outcome, single.error_type) == (Outcome.ERROR, "SyntaxError")

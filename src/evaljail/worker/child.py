@@ -3,11 +3,10 @@
 Order matters and is the point of this module:
 
 1. (forked ahead of need, as a *spare*) drop every descriptor but its two pipes (stdio becomes
-   /dev/null), forget the zygote's state that belongs to other requests, set ``no_new_privs``
-   and install the seccomp filter (no sockets, exec, processes, ptrace, mounts ...), then wait
-   for one request;
-2. decode the request (a spare forked for a running batch inherits it and reads only its
-   trace) and the trace (whose memory belongs to the baseline);
+   /dev/null), set ``no_new_privs`` and install the seccomp filter (no sockets, exec,
+   processes, ptrace, mounts ...), then wait for one request;
+2. read and compile the request (a child forked for a running batch inherits it compiled and
+   reads only its trace), then decode the trace (its memory belongs to the baseline);
 3. rlimits: address space = current size + the memory limit, CPU seconds, no file writes,
    few descriptors, no core dumps;
 4. the Python guard: restricted builtins, allow-list imports, bounded stdout/stderr;
@@ -34,10 +33,12 @@ from .guard import BoundedWriter, OutputLimitExceeded, describe_value, restricte
 from .protocol import encode_frame, write_all
 
 __all__ = [
+    "COMPILE_ERRORS",
     "SOURCE_NAME",
     "TRACE_HEADER",
     "Context",
     "SeccompFilter",
+    "compile_error",
     "error_message",
     "spare_main",
     "user_traceback",
@@ -52,6 +53,8 @@ _SECCOMP_MODE_FILTER = 2
 _RESERVE_BYTES = 16 * 1024 * 1024  # head-room to report a MemoryError
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _FRAME_HEADER = struct.Struct(">I")
+#: What ``compile()`` raises for bad source (a result, not a sandbox failure).
+COMPILE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
 #: What the zygote sends a child forked for a running batch: the trace's length, -1 for none.
 TRACE_HEADER = struct.Struct(">q")
 
@@ -176,24 +179,33 @@ def _read_exact(fd: int, size: int) -> bytes | bytearray:
 
 def _read_request(
     fd: int, builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]]
-) -> tuple[Context, bytes | bytearray | None]:
-    """A spare's request: a JSON header frame, the marshalled code, then the trace, if any."""
+) -> Context | dict[str, Any]:
+    """A spare's request, the pool's own frame as the zygote received it; compiled here.
+
+    A compile error is the execution's result (the same one the zygote gives a batch)."""
     (size,) = _FRAME_HEADER.unpack(_read_exact(fd, _FRAME_HEADER.size))
-    header = json.loads(_read_exact(fd, size))
-    # the zygote marshalled this code object itself; no user bytes reach marshal
-    code = marshal.loads(_read_exact(fd, int(header["code_len"])))  # noqa: S302
-    policy = header["policy"]
+    request = json.loads(_read_exact(fd, size))
+    source = request["code"]
+    try:
+        code = compile(source, SOURCE_NAME, "exec")
+    except COMPILE_ERRORS as exc:
+        return compile_error(exc)
+    policy = request["policy"]
     key = (tuple(policy["allowed_imports"]), tuple(policy["blocked_builtins"]))
-    context = Context(
+    return Context(
         code=code,
-        source=header["source"],
-        mode=header["mode"],
-        function=header.get("function"),
+        source=source,
+        mode=request["mode"],
+        function=request.get("function"),
         limits=policy["limits"],
         builtins=builtins_cache.get(key) or restricted_builtins(*key),
     )
-    trace_len = header.get("trace_len")
-    return context, (_read_exact(fd, int(trace_len)) if trace_len is not None else None)
+
+
+def compile_error(exc: BaseException) -> dict[str, Any]:
+    """The result of code that does not compile."""
+    name = type(exc).__name__
+    return {"status": "error", "error_type": name, "error": f"{name}: {exc}"[:4096]}
 
 
 def _read_trace(fd: int) -> bytes | bytearray | None:
@@ -209,7 +221,6 @@ def spare_main(
     devnull_fd: int,
     close_fds: tuple[int, ...],
     seccomp: SeccompFilter | None,
-    scrub: Callable[[], None] | None,
     builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]],
     context: Context | None = None,
     warm: bool = True,
@@ -218,9 +229,7 @@ def spare_main(
     """A pre-forked child: confine what does not depend on the trace, wait, then run it.
 
     ``context`` is the request when the zygote forked this child for a batch it is running;
-    without it, the child is a spare for whatever request comes next. ``scrub`` (given when
-    there is something to forget) makes the child's copy of the zygote forget what it holds
-    for other requests. Never returns: the
+    without it, the child is a spare for whatever request comes next. Never returns: the
     child always leaves through ``os._exit``. It has never run user code before this execution
     and is discarded after it.
     """
@@ -230,19 +239,18 @@ def spare_main(
             os.dup2(devnull_fd, fd)
         for fd in close_fds:
             os.close(fd)
-        if scrub is not None:
-            scrub()
         if seccomp is not None:
             seccomp.install()
-        trace_json: bytes | bytearray | None
+        request: Context | dict[str, Any]
         if context is None:
             if warm:
                 _warm_up(builtins_cache, warm_code)
-            context, trace_json = _read_request(work_fd, builtins_cache)
+            request = _read_request(work_fd, builtins_cache)
         else:
-            trace_json = _read_trace(work_fd)
+            request = context
+        trace_json = _read_trace(work_fd)
         os.close(work_fd)
-        result = _run(context, trace_json)
+        result = _run(request, trace_json) if isinstance(request, Context) else request
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["cpu_ms"] = round((usage.ru_utime + usage.ru_stime) * 1000, 3)
         result["maxrss_kb"] = usage.ru_maxrss
@@ -272,8 +280,7 @@ def _warm_up(
     safe = next(iter(builtins_cache.values()), None)
     if safe is None:
         return
-    source = "print(1)"
-    code = marshal.loads(marshal.dumps(compile(source, SOURCE_NAME, "exec")))  # noqa: S302
+    code = compile("print(1)", SOURCE_NAME, "exec")
     writer = BoundedWriter(64, "stdout")
     saved = sys.stdout
     sys.stdout = writer
@@ -285,7 +292,8 @@ def _warm_up(
         pass
     finally:
         sys.stdout = saved
-    json.loads('{"trace_id": "warm", "steps": [{"input": "x", "output": null}]}')
+    json.loads('{"code": "print(1)", "policy": {"limits": {"timeout_ms": 1}}}')
+    _decode_trace(b'{"trace_id": "warm", "steps": [{"input": "x", "output": null}]}')
     encode_frame({"status": "ok", "stdout": writer.getvalue(), "stderr": "", "value": None})
     resource.getrlimit(resource.RLIMIT_AS)
     _address_space_bytes()

@@ -24,12 +24,20 @@ import time
 from types import CodeType
 from typing import Any
 
-from .child import SOURCE_NAME, TRACE_HEADER, Context, SeccompFilter, spare_main
+from .child import (
+    COMPILE_ERRORS,
+    SOURCE_NAME,
+    TRACE_HEADER,
+    Context,
+    SeccompFilter,
+    compile_error,
+    spare_main,
+)
 from .guard import restricted_builtins
 from .protocol import (
+    MAX_FRAME_BYTES,
     RESULT_HEAD_SIZE,
     FrameError,
-    FrameReader,
     encode_frame,
     encode_result,
     result_head,
@@ -78,19 +86,72 @@ class _Spare:
 
 
 class _Compiled:
-    """A request's code, compiled once: the object batch children inherit, and its marshal."""
+    """A request's code, compiled once by the zygote: what batch children inherit."""
 
-    __slots__ = ("_data", "code")
+    __slots__ = ("code",)
 
     def __init__(self, code: CodeType) -> None:
         self.code = code
-        self._data: bytes | None = None
 
-    @property
-    def data(self) -> bytes:  # for spares forked before the request: they cannot inherit it
-        if self._data is None:
-            self._data = marshal.dumps(self.code)
-        return self._data
+
+class _Requests:
+    """Reads the pool's frames, exactly, into memory no child inherits.
+
+    Exact reads (a length, then that many bytes) leave nothing of the next request buffered
+    in the zygote, and reading into a ``MADV_DONTFORK`` mapping keeps request bytes out of the
+    zygote's heap: a spare forked before a request gets the request's frame as received.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._map = _dontfork_map(1 << 16)
+        self._view = memoryview(self._map)
+        self._size = 0
+
+    def _fill(self, start: int, size: int) -> None:
+        got = 0
+        while got < size:
+            n = os.readv(self.fd, [self._view[start + got : start + size]])
+            if not n:
+                raise FrameError("the peer closed the pipe")
+            got += n
+
+    def read(self) -> dict[str, Any]:
+        """The next frame as a dict; raises FrameError on EOF or garbage."""
+        self._size = 0
+        self._fill(0, _FRAME_LEN.size)
+        (size,) = _FRAME_LEN.unpack_from(self._view)
+        if size > MAX_FRAME_BYTES:
+            raise FrameError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
+        if _FRAME_LEN.size + size > len(self._map):
+            head = bytes(self._view[: _FRAME_LEN.size])
+            self._view.release()
+            self._map.close()
+            self._map = _dontfork_map(2 * (_FRAME_LEN.size + size))
+            self._view = memoryview(self._map)
+            self._view[: _FRAME_LEN.size] = head
+        self._fill(_FRAME_LEN.size, size)
+        self._size = _FRAME_LEN.size + size
+        try:
+            message = json.loads(str(self._view[_FRAME_LEN.size : self._size], "utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise FrameError(f"malformed frame: {exc}") from None
+        if not isinstance(message, dict):
+            raise FrameError("a frame must hold a JSON object")
+        return message
+
+    def frame(self) -> memoryview:
+        """The frame just read, as it came (length prefix included)."""
+        return self._view[: self._size]
+
+    def read_into(self, view: memoryview) -> None:
+        """Fill ``view`` with the bytes that follow the frame (a batch's traces)."""
+        got = 0
+        while got < len(view):
+            n = os.readv(self.fd, [view[got:]])
+            if not n:
+                raise FrameError("the peer closed the pipe")
+            got += n
 
 
 class _Blob:
@@ -100,7 +161,7 @@ class _Blob:
     sent, and forking does not copy page tables for them.
     """
 
-    def __init__(self, reader: FrameReader, size: int) -> None:
+    def __init__(self, reader: _Requests, size: int) -> None:
         self._map: mmap.mmap | None = None
         self.view = memoryview(b"")
         if size <= 0:
@@ -181,7 +242,7 @@ class _Zygote:
         self.req_fd = req_fd
         self.resp_fd = resp_fd
         self.devnull_fd = devnull_fd
-        self.reader = FrameReader(req_fd)
+        self.requests = _Requests(req_fd)
         self.seccomp: SeccompFilter | None = None
         self.results = _ResultBuffer()
         self.builtins_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
@@ -249,7 +310,6 @@ class _Zygote:
                 devnull_fd=self.devnull_fd,
                 close_fds=(work_w, result_r, self.req_fd, self.resp_fd, self.devnull_fd),
                 seccomp=self.seccomp,
-                scrub=self._scrub if self.reader.buffered else None,
                 builtins_cache=self.builtins_cache,
                 context=context,
                 # the warm-up buys a spare's latency; mid-batch it only costs throughput
@@ -259,14 +319,6 @@ class _Zygote:
         os.close(work_r)
         os.close(result_w)
         return _Spare(pid, work_w, result_r, context)
-
-    def _scrub(self) -> None:
-        """In a fresh child: drop the zygote's state that may belong to other requests.
-
-        Little is left to drop: traces and results live in memory no child inherits, and code
-        is compiled per request. What remains is any request the pool already queued.
-        """
-        self.reader.discard_buffer()
 
     def _fork(self) -> int:
         """fork(2) without CPython's Python-level at-fork hooks.
@@ -303,16 +355,9 @@ class _Zygote:
         Paying them here, while idle, keeps them off the next request's critical path.
         """
         frame = encode_frame(_REHEARSAL)
-        message = json.loads(frame[4:])
-        compiled = self.compile(message["code"])
-        assert isinstance(compiled, _Compiled)
-        header = {
-            "source": message["code"],
-            "mode": message["mode"],
-            "function": None,
-            "policy": message["policy"],
-        }
-        encode_frame({**header, "code_len": len(compiled.data), "trace_len": None})
+        message = json.loads(str(memoryview(frame)[4:], "utf-8"))
+        work = [frame, TRACE_HEADER.pack(-1)]
+        del message, work
         encode_result(0, 0, 0.0, True, b'{"status":"ok","stdout":"4\\n","stderr":""}')
 
     def _take_spare(self, context: Context | None) -> _Spare:
@@ -332,14 +377,14 @@ class _Zygote:
         """
         try:
             return _Compiled(compile(source, SOURCE_NAME, "exec"))
-        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        except COMPILE_ERRORS as exc:
             return exc
 
     def send(self, message: dict[str, Any]) -> None:
         write_all(self.resp_fd, encode_frame(message))
 
     def run(self, message: dict[str, Any]) -> None:
-        blob = _Blob(self.reader, int(message.get("blob_len") or 0))
+        blob = _Blob(self.requests, int(message.get("blob_len") or 0))
         try:
             self._run(message, blob.view)
         finally:
@@ -354,8 +399,9 @@ class _Zygote:
         timeout_s = policy["limits"]["timeout_ms"] / 1000
         budget_end = time.monotonic() + message.get("budget_ms", 1e12) / 1000
         limit = 8 * int(policy["limits"]["output_bytes"]) + _RESULT_SLACK_BYTES
-        compiled = self.compile(source)
-        safe_builtins = self._builtins_for(policy)
+        # Compiled here only for children forked mid-batch, which inherit it; a spare forked
+        # before the request compiles the source itself (the zygote's faults cost the same).
+        compiled: _Compiled | BaseException | None = None
         entries: list[list[int]] = message.get("items") or [[0, -1]]
         context: Context | None = None  # made once this request needs a child of its own
         offset = 0
@@ -367,23 +413,15 @@ class _Zygote:
             payload: int | bytes
             work: list[bytes | memoryview]
             if isinstance(compiled, BaseException):
-                payload = _encode_payload({
-                    "status": "error",
-                    "error_type": type(compiled).__name__,
-                    "error": f"{type(compiled).__name__}: {compiled}",
-                })  # fmt: skip
+                payload = _encode_payload(compile_error(compiled))
             elif time.monotonic() >= budget_end:
                 payload = _encode_payload({"status": "budget"})
             else:
                 wall = min(timeout_s, max(budget_end - time.monotonic(), 0.001))
                 spare = self._take_spare(context)
-                if spare.context is None:  # forked before this request: send it everything
-                    head = {"source": source, "mode": mode, "function": function,
-                            "policy": policy, "code_len": len(compiled.data),
-                            "trace_len": None if trace is None else len(trace)}  # fmt: skip
-                    work = [encode_frame(head), compiled.data]
-                else:
-                    work = [TRACE_HEADER.pack(-1 if trace is None else len(trace))]
+                work = [TRACE_HEADER.pack(-1 if trace is None else len(trace))]
+                if spare.context is None:  # forked before this request: send the request too
+                    work.insert(0, self.requests.frame())
                 if trace is not None:
                     work.append(trace)
                 # a timeout cut short by the batch's budget is the budget's, not the trace's
@@ -401,11 +439,13 @@ class _Zygote:
             if done:
                 return
             self.reap()
+            if compiled is None:
+                compiled = self.compile(source)
             if self.spare is None and not isinstance(compiled, BaseException):
                 if context is None:
                     context = Context(
                         code=compiled.code, source=source, mode=mode, function=function,
-                        limits=policy["limits"], builtins=safe_builtins,
+                        limits=policy["limits"], builtins=self._builtins_for(policy),
                     )  # fmt: skip
                 self.spare = self._fork_spare(context)
         self.send({"op": "done", "id": request_id})
@@ -499,7 +539,7 @@ class _Zygote:
             self._ready_spare()
             while True:
                 try:
-                    message = self.reader.read()
+                    message = self.requests.read()
                 except FrameError:
                     return  # the pool went away
                 op = message.get("op")
@@ -544,7 +584,7 @@ def main() -> None:
     os.dup2(devnull, 1)
     zygote = _Zygote(req_fd, resp_fd, devnull)
     try:
-        first = zygote.reader.read()
+        first = zygote.requests.read()
     except FrameError:
         return
     zygote.send(zygote.init(first))
