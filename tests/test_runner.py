@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -131,3 +132,20 @@ def test_code_that_parses_but_does_not_compile_fails_alike_on_every_trace(
     }
     single = runner.execute("return 1")
     assert (single.outcome, single.error_type) == (Outcome.ERROR, "SyntaxError")
+
+
+def test_a_bad_trace_late_in_a_batch_refuses_the_whole_batch(runner: PythonRunner) -> None:
+    """Traces are encoded chunk by chunk while earlier chunks already run: a trace that cannot
+    be encoded still refuses the batch as a whole, and leaves no queued work behind."""
+    traces: list[dict[str, object]] = [{"trace_id": f"t{i}", "data": {"i": i}} for i in range(300)]
+    traces[250] = {"trace_id": "bad", "data": {"when": object()}}
+    with pytest.raises(ConfigurationError, match=r"trace #250 \(bad\): data is not JSON"):
+        runner.execute_batch(EVAL, None, traces)
+    for _ in range(100):
+        if runner.health()["pool"]["queue"] == 0:
+            break
+        time.sleep(0.05)
+    assert runner.health()["pool"]["queue"] == 0
+    ok = runner.execute_batch(EVAL, None, traces[:5])
+    assert [r.trace_id for r in ok.results] == [f"t{i}" for i in range(5)]
+    assert all(r.success for r in ok.results)

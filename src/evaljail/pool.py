@@ -628,7 +628,7 @@ class Pool:
             return future
         profile = self._route(policy, code)
         degraded = self.degraded
-        by_index = {item.index: item for item in items}
+        by_index: dict[int, TraceItem] = {}  # filled chunk by chunk, before each is submitted
         remaining = [len(items)]
         delivered: set[int] = set()
         state = threading.Lock()
@@ -636,8 +636,6 @@ class Pool:
             workers = max(self._workers[profile] + self._starting[profile], 1)
             workers = min(max(workers, self.min_size), self.max_size)
         chunk = max(1, min(64, math.ceil(len(items) / (workers * 4))))
-        chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-        pending_chunks = [len(chunks)]
 
         def finish_one(index: int, result: TraceResult) -> None:
             with state:
@@ -667,17 +665,34 @@ class Pool:
                             outcome=Outcome.CRASHED, error=f"Process crashed: {why}",
                             error_type="WorkerCrashed", degraded=degraded,
                         ))  # fmt: skip
-                with state:
-                    pending_chunks[0] -= 1
 
             return on_done
 
-        for part in chunks:
-            self._submit(_Job(
-                profile=profile, mode="eval", code=code, function=function_name, items=part,
-                policy=policy, deadline=deadline, on_raw=on_raw, on_done=make_on_done(part),
-            ))  # fmt: skip
+        submitted: list[_Job] = []
+        try:
+            for start in range(0, len(items), chunk):
+                # Reading a chunk may encode it (a TraceList): earlier chunks already run.
+                part = items[start : start + chunk]
+                by_index.update((item.index, item) for item in part)
+                job = _Job(
+                    profile=profile, mode="eval", code=code, function=function_name,
+                    items=part, policy=policy, deadline=deadline, on_raw=on_raw,
+                    on_done=make_on_done(part),
+                )  # fmt: skip
+                self._submit(job)
+                submitted.append(job)
+        except BaseException:
+            self._withdraw(submitted)  # a bad trace or a full queue: the batch never started
+            raise
         return future
+
+    def _withdraw(self, jobs: list[_Job]) -> None:
+        """Take a failed batch's chunks out of the queue (running ones finish, unreported)."""
+        with self._lock:
+            for job in jobs:
+                queue = self._queues[job.profile]
+                with contextlib.suppress(ValueError):
+                    queue.remove(job)
 
     def stats(self) -> PoolStats:
         with self._lock:

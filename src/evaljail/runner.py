@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from .errors import ConfigurationError, EvalFunctionNotFoundError
 from .policy import Policy, Profile
@@ -46,6 +46,7 @@ __all__ = [
     "ProgressCallback",
     "PythonRunner",
     "TraceItem",
+    "TraceList",
     "normalize_traces",
 ]
 
@@ -60,39 +61,86 @@ _ANALYSIS_CACHE_SIZE = 32
 ProgressCallback = Callable[[int, int, TraceResult], None]
 
 
+class TraceList(Sequence[TraceItem]):
+    """A batch's traces: checked up front, each JSON-encoded the first time it is read.
+
+    Accepts the seed's ``{"trace_id", "data"}`` items or bare iofold traces (``trace_id`` +
+    ``steps``); ``TraceItem`` objects (data already JSON text) pass through. A malformed item
+    raises ConfigurationError here; data that cannot be encoded raises it when read. The pool
+    reads the list one chunk at a time as it hands chunks to workers, so encoding a large
+    batch (~0.25 s per 40 MB) overlaps the jailed work instead of preceding it.
+    """
+
+    __slots__ = ("_data", "_ids", "_items")
+
+    def __init__(self, traces: Iterable[Any]) -> None:
+        self._items: list[TraceItem | None] = []
+        self._ids: list[str] = []
+        self._data: list[Any] = []
+        for index, raw in enumerate(traces):
+            if isinstance(raw, TraceItem):  # already encoded (the service's batches)
+                item = raw if raw.index == index else replace(raw, index=index)
+                self._items.append(item)
+                self._ids.append(item.trace_id)
+                self._data.append(None)
+                continue
+            if not isinstance(raw, Mapping):
+                raise ConfigurationError(
+                    f"trace #{index} must be an object, got {type(raw).__name__}",
+                    details={"index": index},
+                )
+            trace_id = raw.get("trace_id", str(index))
+            if not isinstance(trace_id, str | int) or isinstance(trace_id, bool):
+                raise ConfigurationError(
+                    f"trace #{index}: trace_id must be a string", details={"index": index}
+                )
+            self._items.append(None)
+            self._ids.append(str(trace_id))
+            self._data.append(raw["data"] if "data" in raw else raw)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, key: int) -> TraceItem: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[TraceItem]: ...
+    def __getitem__(self, key: int | slice) -> TraceItem | list[TraceItem]:
+        if isinstance(key, slice):
+            return [self._item(i) for i in range(*key.indices(len(self._items)))]
+        return self._item(key + len(self._items) if key < 0 else key)
+
+    def trace_id(self, index: int) -> str:
+        return self._ids[index]
+
+    def _item(self, index: int) -> TraceItem:
+        item = self._items[index]
+        if item is None:
+            data_json = _encode_trace(index, self._ids[index], self._data[index])
+            item = TraceItem(index=index, trace_id=self._ids[index], data_json=data_json)
+            self._items[index] = item
+            self._data[index] = None  # the encoded form is all that is needed from here on
+        return item
+
+
+def _encode_trace(index: int, trace_id: str, data: Any) -> str:
+    try:
+        data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
+        if not data_json.isascii():
+            data_json.encode("utf-8")  # lone surrogates raise here, not in a worker
+    except UnicodeEncodeError:
+        data_json = json.dumps(data, ensure_ascii=True, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"trace #{index} ({trace_id}): data is not JSON-serialisable: {exc}",
+            details={"index": index, "trace_id": trace_id},
+        ) from exc
+    return data_json
+
+
 def normalize_traces(traces: Iterable[Any]) -> list[TraceItem]:
-    """Accept the seed's ``{"trace_id", "data"}`` items or bare iofold traces (``trace_id`` +
-    ``steps``); encode each trace's data once. Raises ConfigurationError on a malformed item.
-    ``TraceItem`` objects (data already JSON text) pass through."""
-    items: list[TraceItem] = []
-    for index, raw in enumerate(traces):
-        if isinstance(raw, TraceItem):  # already encoded (the service's batches)
-            items.append(raw if raw.index == index else replace(raw, index=index))
-            continue
-        if not isinstance(raw, Mapping):
-            raise ConfigurationError(
-                f"trace #{index} must be an object, got {type(raw).__name__}",
-                details={"index": index},
-            )
-        trace_id = raw.get("trace_id", str(index))
-        if not isinstance(trace_id, str | int) or isinstance(trace_id, bool):
-            raise ConfigurationError(
-                f"trace #{index}: trace_id must be a string", details={"index": index}
-            )
-        data = raw["data"] if "data" in raw else raw
-        try:
-            data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
-            if not data_json.isascii():
-                data_json.encode("utf-8")  # lone surrogates raise here, not in a worker
-        except UnicodeEncodeError:
-            data_json = json.dumps(data, ensure_ascii=True, allow_nan=True)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(
-                f"trace #{index} ({trace_id}): data is not JSON-serialisable: {exc}",
-                details={"index": index, "trace_id": str(trace_id)},
-            ) from exc
-        items.append(TraceItem(index=index, trace_id=str(trace_id), data_json=data_json))
-    return items
+    """Every trace checked and encoded now (see ``TraceList``, which defers the encoding)."""
+    return list(TraceList(traces))
 
 
 class Backend(Protocol):
@@ -138,11 +186,11 @@ def _rejected_script(violations: tuple[Violation, ...]) -> ExecutionResult:
     )
 
 
-def _rejected_trace(item: TraceItem, violations: tuple[Violation, ...]) -> TraceResult:
+def _rejected_trace(index: int, trace_id: str, violations: tuple[Violation, ...]) -> TraceResult:
     script = _rejected_script(violations)
     return TraceResult(
-        index=item.index,
-        trace_id=item.trace_id,
+        index=index,
+        trace_id=trace_id,
         success=False,
         outcome=Outcome.REJECTED,
         error=script.error,
@@ -288,18 +336,19 @@ class PythonRunner:
         timeout: int | None,
         batch_timeout_ms: int | None,
         on_result: Callable[[int, TraceResult], None],
-    ) -> tuple[list[TraceItem], tuple[Violation, ...], Future[None]]:
+    ) -> tuple[TraceList, tuple[Violation, ...], Future[None]]:
         self._check_open()
         if not isinstance(code, str):
             raise ConfigurationError(f"code must be a str, got {type(code).__name__}")
         policy = self._policy_for(timeout)
-        items = normalize_traces(traces)
+        items = TraceList(traces)
         report = self._analyze(code, policy)
         done: Future[None] = Future()
         if report is not None:
             if report.violations:
-                for item in items:
-                    on_result(item.index, _rejected_trace(item, report.violations))
+                for index in range(len(items)):
+                    trace_id = items.trace_id(index)
+                    on_result(index, _rejected_trace(index, trace_id, report.violations))
                 done.set_result(None)
                 return items, report.violations, done
             assert report.tree is not None
@@ -379,7 +428,7 @@ class PythonRunner:
         total_box[0] = len(items)
         future.result()
         return BatchExecutionResult(
-            results=tuple(results[i.index] for i in items),
+            results=tuple(results[i] for i in range(len(items))),
             total_time_ms=round((time.perf_counter() - started) * 1000, 3),
             violations=violations,
         )

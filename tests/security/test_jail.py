@@ -6,6 +6,7 @@ layer proves itself.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -233,3 +234,18 @@ def test_a_child_finds_nothing_of_other_requests_or_other_traces() -> None:
             assert result.outcome is Outcome.PASSED, (result.trace_id, result.reason, result.error)
     finally:
         runner.close()
+
+
+def test_an_execution_holds_no_descriptor_but_its_own(unguarded: PythonRunner) -> None:
+    """Spares are forked while other children run: none may inherit a pipe of another
+    execution (its result could be read or forged). Back-to-back runs exercise that path."""
+    code = (
+        "import json\n"
+        "os = json.codecs.sys.modules['os']\n"
+        "print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
+    )
+    for _ in range(20):
+        result = unguarded.execute(code)
+        fds = json.loads(result.stdout)
+        # stdin/stdout/stderr (/dev/null), the result pipe, and the listing's own descriptor
+        assert len(fds) == 5 and fds[:3] == [0, 1, 2], result.stdout
