@@ -88,6 +88,13 @@ class _NaiveHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every response, which is not the naive executor's
+        # cost but a benchmark artifact (uvicorn sets it too).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _reply(self, status: int, payload: Any) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)

@@ -57,6 +57,7 @@ _BACKSTOP_GRACE_S = 2.0
 #: past cores + 1, so that quick jobs are not stuck behind slow ones. Below it, executions are
 #: CPU-bound and short, and more workers than cores only add memory and context switches.
 _SLOW_JOB_S = 0.1
+_CPUS = os.cpu_count() or 1  #: read once: os.cpu_count() reads /sys on every call
 #: Run by each scientific spare before it waits: pre-faults the pages a pandas eval touches.
 _SCIENTIFIC_WARM_UP = "import pandas as pd\npd.DataFrame({'a': [1, 2]}).a.sum()\n"
 
@@ -561,7 +562,7 @@ class Pool:
             queue.append(job)
             pressure = len(queue) > self._idle[job.profile] + self._starting[job.profile]
             workers = self._workers[job.profile] + self._starting[job.profile]
-            if pressure and workers >= max(self.min_size, (os.cpu_count() or 1) + 1):
+            if pressure and workers >= max(self.min_size, _CPUS + 1):
                 # Past cores + 1, another worker helps only if the busy ones are held by slow
                 # jobs (a queued quick job should not wait for them). Batch chunks are slow but
                 # CPU-bound: they never grow the pool past that.
