@@ -146,15 +146,22 @@ def main() -> None:
         print("== trivial execute: evaljail vs naive python3 subprocess", flush=True)
         runner.execute(TRIVIAL)
         ours = timed(lambda: runner.execute(TRIVIAL), 300)
+        # Back-to-back, one caller: each call competes with the previous one's clean-up (the
+        # next spare's fork and warm-up) for the 2 cores. Spaced calls show the latency of a
+        # request that arrives when the pool is ready; 10 ms also lets the CPUs go idle.
+        ours_1ms = timed(lambda: runner.execute(TRIVIAL), 300, pause_s=0.001)
         ours_paced = timed(lambda: runner.execute(TRIVIAL), 100, pause_s=0.01)
         naive = timed(lambda: naive_execute(TRIVIAL), 50)
         report["trivial_execute_ms"] = {
             "evaljail_p50": pct(ours, 0.5),
             "evaljail_p95": pct(ours, 0.95),
+            "evaljail_1ms_apart_p50": pct(ours_1ms, 0.5),
             "evaljail_paced_p50": pct(ours_paced, 0.5),
             "naive_p50": pct(naive, 0.5),
             "naive_p95": pct(naive, 0.95),
             "speedup_p50": round(pct(naive, 0.5) / pct(ours, 0.5), 1),
+            "speedup_1ms_apart_p50": round(pct(naive, 0.5) / pct(ours_1ms, 0.5), 1),
+            "speedup_paced_p50": round(pct(naive, 0.5) / pct(ours_paced, 0.5), 1),
         }
         print(f"  {report['trivial_execute_ms']}", flush=True)
 
