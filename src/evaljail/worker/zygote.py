@@ -505,24 +505,36 @@ class _Zygote:
         return _encode_payload(result), elapsed_ms
 
     def reap(self) -> None:
-        """Wait for children that already answered; kill any that outlive their deadline."""
-        while self.to_reap:
-            pid, deadline = self.to_reap.pop()
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                continue  # already gone: the usual case
+        """Collect children that have exited; kill any still running past its deadline.
+
+        Never waits: a child's exit takes ~0.3 ms here (tearing down its memory), and waiting
+        for it delayed the next spare's fork, and so the next request.
+        """
+        now = time.perf_counter()
+        running = []
+        for pid, deadline in self.to_reap:
             try:
-                pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
+                gone = os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                gone = True
+            if not gone and now >= deadline:  # answered, then kept running: stop it
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
-                continue
-            try:
-                ready, _, _ = select.select([pidfd], [], [], max(deadline - time.perf_counter(), 0))
-                if not ready:
-                    os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            finally:
-                os.close(pidfd)
+                gone = True
+            if not gone:
+                running.append((pid, deadline))
+        self.to_reap = running
+
+    def _await_request(self) -> None:
+        """Wait for the pool's next frame, stopping any child that outlives its deadline."""
+        while self.to_reap:
+            timeout = max(min(d for _, d in self.to_reap) - time.perf_counter(), 0.0)
+            ready, _, _ = select.select([self.req_fd], [], [], timeout)
+            self.reap()
+            if ready:
+                return
 
     @staticmethod
     def _decode(status: int) -> dict[str, Any]:
@@ -538,6 +550,7 @@ class _Zygote:
         try:
             self._ready_spare()
             while True:
+                self._await_request()
                 try:
                     message = self.requests.read()
                 except FrameError:
