@@ -13,10 +13,12 @@ frame* (``RESULT_TAG``, a fixed binary envelope, then the child's JSON as the ch
 from __future__ import annotations
 
 import json
+import json.encoder
 import os
 import select
 import struct
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
@@ -46,8 +48,27 @@ class FrameError(Exception):
     """The peer closed the pipe, sent a malformed frame, or did not answer in time."""
 
 
+def _no_default(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: json.dumps(..., ensure_ascii=False, separators=(",", ":")) builds an encoder per call in
+#: Python code; a forked child runs that code cold (copy-on-write faults). This one is built
+#: once, at import, in the zygote. No cycle check: frames are made of fresh, acyclic values.
+_make = getattr(json.encoder, "c_make_encoder", None)
+_quote = getattr(json.encoder, "c_encode_basestring", None)
+_C_ENCODER: Callable[[object, int], Iterable[str]] | None = (
+    _make(None, _no_default, _quote, None, ":", ",", False, False, True)
+    if _make is not None and _quote is not None
+    else None
+)
+
+
 def encode_frame(message: dict[str, Any]) -> bytes:
-    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    if _C_ENCODER is not None:
+        text = "".join(_C_ENCODER(message, 0))
+    else:
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
     try:
         body = text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: escape them, the peer decodes them back
