@@ -249,3 +249,19 @@ def test_an_execution_holds_no_descriptor_but_its_own(unguarded: PythonRunner) -
         fds = json.loads(result.stdout)
         # stdin/stdout/stderr (/dev/null), the result pipe, and the listing's own descriptor
         assert len(fds) == 5 and fds[:3] == [0, 1, 2], result.stdout
+
+
+def test_a_forged_frame_with_wrong_types_is_only_its_own_odd_result(
+    unguarded: PythonRunner,
+) -> None:
+    """Every field of a child's frame is checked on the host: wrong types, absurd sizes and
+    non-finite numbers neither crash the worker nor cost the host memory."""
+    forged = (
+        b'{"status":"ok","cpu_ms":"x","maxrss_kb":[1],"elapsed_ms":1e999,"stdout":5,'
+        b'"value":{"t":"tuple","len":2147483647,"items":{"a":1}},"traceback":{}}'
+    )
+    traces = [{"trace_id": f"t{i}", "data": {}} for i in range(3)]
+    batch = unguarded.execute_batch(_FORGE.format(body=repr(forged)), None, traces)
+    assert [r.outcome for r in batch.results] == [Outcome.SPEC_VIOLATION] * 3
+    assert all(r.cpu_ms == 0.0 and r.stdout == "" for r in batch.results)
+    test_pool_is_healthy_after_the_suite(unguarded)

@@ -8,6 +8,7 @@ pool and the in-process mock alike). Pure: no I/O.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..types import ExecutionResult, Outcome, TraceItem, TraceResult
@@ -29,20 +30,44 @@ class _Opaque:
         self.text = text
 
 
-def _decode_value(d: Any) -> Any:
+_PLAIN: dict[str, type | tuple[type, ...]] = {
+    "bool": bool, "str": str, "int": int, "float": (int, float)
+}  # fmt: skip
+
+
+def _decode_value(d: Any, depth: int = 0) -> Any:
+    """The eval's return value as the child described it (a forged description is only
+    ever that execution's own result, but it must not crash the host: types are checked)."""
     if not isinstance(d, dict):
         return _Opaque("unknown", "")
     t = d.get("t")
-    if t in ("bool", "str", "int", "float"):
-        return d.get("v")
+    if isinstance(t, str) and t in _PLAIN:
+        v = d.get("v")
+        ok = isinstance(v, _PLAIN[t]) and (t == "bool" or not isinstance(v, bool))
+        return v if ok else _Opaque(t, "")
     if t == "NoneType":
         return None
-    if t == "tuple":
-        items = [_decode_value(i) for i in d.get("items", [])]
-        length = int(d.get("len", len(items)))
-        items += [_Opaque("object", "")] * max(length - len(items), 0)
+    if t == "tuple" and depth == 0:
+        raw_items = d.get("items")
+        raw_items = raw_items[:3] if isinstance(raw_items, list) else []
+        items = [_decode_value(i, depth + 1) for i in raw_items]
+        length = d.get("len")
+        length = length if isinstance(length, int) and 0 <= length < 2**31 else len(items)
+        items += [_Opaque("object", "")] * max(min(length, 1 << 16) - len(items), 0)
         return tuple(items)
-    return _Opaque(str(t), str(d.get("r", "")))
+    return _Opaque(str(t)[:100], str(d.get("r", ""))[:200])
+
+
+def _text(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _number(raw: dict[str, Any], key: str) -> float:
+    value = raw.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0
 
 
 def _failure(raw: dict[str, Any], policy: Policy) -> tuple[Outcome, str, str | None]:
@@ -50,7 +75,7 @@ def _failure(raw: dict[str, Any], policy: Policy) -> tuple[Outcome, str, str | N
     status = raw.get("status")
     limits = policy.limits
     if status == "error":
-        return Outcome.ERROR, str(raw.get("error", "error")), raw.get("error_type")
+        return Outcome.ERROR, _text(raw, "error") or "error", _text(raw, "error_type")
     timeouts = {
         "timeout": f"Execution timeout exceeded {limits.timeout_ms}ms",
         "cpu": f"CPU time limit exceeded ({limits.cpu_seconds} s)",
@@ -62,21 +87,29 @@ def _failure(raw: dict[str, Any], policy: Policy) -> tuple[Outcome, str, str | N
         message = f"Memory limit exceeded ({limits.memory_bytes // _MIB} MB)"
         return Outcome.MEMORY, message, "MemoryError"
     if status == "output_limit":
-        stream = raw.get("stream", "output")
+        stream = _text(raw, "stream") or "output"
         message = f"Output limit exceeded: {stream} over {limits.output_bytes} characters"
         return Outcome.OUTPUT_LIMIT, message, "OutputLimitExceeded"
     if status == "internal":
-        return Outcome.CRASHED, f"Sandbox failure: {raw.get('error', 'unknown')}", "SandboxError"
-    return Outcome.CRASHED, f"Process crashed: {raw.get('error', 'no result')}", "ProcessCrashed"
+        return (
+            Outcome.CRASHED,
+            f"Sandbox failure: {_text(raw, 'error') or 'unknown'}",
+            "SandboxError",
+        )
+    return (
+        Outcome.CRASHED,
+        f"Process crashed: {_text(raw, 'error') or 'no result'}",
+        "ProcessCrashed",
+    )
 
 
 def _common(raw: dict[str, Any], degraded: bool) -> dict[str, Any]:  # shared result fields
     return {
-        "stdout": str(raw.get("stdout", "")),
-        "stderr": str(raw.get("stderr", "")),
-        "execution_time_ms": float(raw.get("elapsed_ms", 0.0)),
-        "cpu_ms": float(raw.get("cpu_ms", 0.0)),
-        "memory_peak_kb": int(raw.get("maxrss_kb", 0)),
+        "stdout": _text(raw, "stdout") or "",
+        "stderr": _text(raw, "stderr") or "",
+        "execution_time_ms": _number(raw, "elapsed_ms"),
+        "cpu_ms": _number(raw, "cpu_ms"),
+        "memory_peak_kb": int(min(_number(raw, "maxrss_kb"), 2**53)),
         "degraded": degraded,
     }
 
@@ -92,7 +125,7 @@ def script_result(raw: dict[str, Any], policy: Policy, *, degraded: bool) -> Exe
         output=common["stdout"],
         error=error,
         error_type=error_type,
-        traceback=raw.get("traceback"),
+        traceback=_text(raw, "traceback"),
         **common,
     )
 
@@ -105,7 +138,7 @@ def trace_result(
     if raw.get("status") != "ok":
         outcome, error, error_type = _failure(raw, policy)
         return TraceResult(**ident, success=False, outcome=outcome, error=error,
-                           error_type=error_type, traceback=raw.get("traceback"),
+                           error_type=error_type, traceback=_text(raw, "traceback"),
                            **common)  # fmt: skip
     verdict = check_return(_decode_value(raw.get("value")))
     if not verdict.ok:
