@@ -7,9 +7,11 @@ Starts two servers:
   ``python3 -`` subprocess per request (per trace, for batches) — what a simple executor does.
 
 Then measures, for each: ``POST /execute`` latency of a trivial eval (p50/p95, one client,
-keep-alive), requests/s at concurrency 32 with the error count (httpx async), and the wall time
-of one 1 000-trace ``POST /execute/batch`` (fixture traces repeated to 1 000, a light fixture
-eval). Prints a table and one JSON line. Not a test.
+keep-alive), requests/s at concurrency 32 with the error count (httpx async, and ``wrk`` when
+it is installed: the Python client saturates near 300 req/s on 2 cores, so ``apt-get install
+wrk`` for the service's real figure), and the wall time of one 1 000-trace
+``POST /execute/batch`` (fixture traces repeated to 1 000, a light fixture eval). Prints a table
+and one JSON line. Not a test.
 
     .venv/bin/python bench/service_bench.py [--quick] [--results bench/RESULTS.md]
 
