@@ -201,3 +201,44 @@ def test_each_profile_wakes_its_own_workers(no_leaked_jails: None) -> None:
     assert time.monotonic() - started < 15
     assert pool.stats().by_profile == {"core": 2, "scientific": 1}
     pool.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if current != pid:
+            found.append(current)
+    return found
+
+
+def test_the_zygote_itself_runs_under_seccomp(no_leaked_jails: None) -> None:
+    """Defence in depth: the zygote confines itself (all but fork and kill, which it needs for
+    its children) before it serves; its children add the rest."""
+    pool = Pool(min_size=1, max_size=1)
+    pool.start()
+    assert pool.run_script("print(1)", Policy()).result().stdout == "1\n"
+
+    def pythons() -> list[str]:
+        found = []
+        for bwrap in pool.worker_pids():
+            for pid in _descendants(bwrap):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except (FileNotFoundError, ProcessLookupError):  # a child that just exited
+                    continue
+                if "\nName:\tpython" in "\n" + status and "State:\tZ" not in status:
+                    found.append(status)
+        return found
+
+    # the zygote forks its next spare after answering: wait for it to be there
+    assert _wait_for(lambda: len(pythons()) >= 2), "no spare beside the zygote"
+    for status in pythons():
+        assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status, status[:400]
+    pool.close()

@@ -33,6 +33,7 @@ from .errors import (
 )
 from .isolation.jail import worker_argv
 from .isolation.probe import Capabilities, probe
+from .isolation.seccomp import CHILD_DENIED_SYSCALLS, ZYGOTE_DENIED_SYSCALLS, build_program
 from .policy import CORE_IMPORTS, SCIENTIFIC_IMPORTS, Policy, Profile
 from .policy.outcomes import script_result, trace_result
 from .types import ExecutionResult, Outcome, TraceItem, TraceResult
@@ -309,6 +310,7 @@ class Pool:
         self._workers_replaced = 0
         self._jailed = True
         self._seccomp_hex: str | None = None
+        self._child_seccomp_hex: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pool:
@@ -345,8 +347,9 @@ class Pool:
                 details={"missing": list(caps.missing)},
             )
         self._jailed = caps.layer("namespaces").enabled
-        program = caps.seccomp_program
-        self._seccomp_hex = program.bpf.hex() if program is not None else None
+        if caps.seccomp_program is not None:  # split in two: see CHILD_DENIED_SYSCALLS
+            self._seccomp_hex = build_program(ZYGOTE_DENIED_SYSCALLS).bpf.hex()
+            self._child_seccomp_hex = build_program(CHILD_DENIED_SYSCALLS).bpf.hex()
         self._started = True
         # Fail fast and loudly: wait here for the first worker, started by its own thread.
         first_ready = threading.Event()
@@ -395,6 +398,7 @@ class Pool:
             "op": "init",
             "preload": sorted(CORE_IMPORTS),
             "seccomp_bpf": self._seccomp_hex,
+            "child_seccomp_bpf": self._child_seccomp_hex,
             "policy": Policy.core().to_wire(),
         }
         if profile is Profile.SCIENTIFIC:

@@ -8,7 +8,12 @@ import os
 import pytest
 
 from evaljail.isolation.probe import probe
-from evaljail.isolation.seccomp import DENIED_SYSCALLS, build_program
+from evaljail.isolation.seccomp import (
+    CHILD_DENIED_SYSCALLS,
+    DENIED_SYSCALLS,
+    ZYGOTE_DENIED_SYSCALLS,
+    build_program,
+)
 from evaljail.worker.child import SeccompFilter
 
 
@@ -21,13 +26,26 @@ def test_program_covers_the_dangerous_calls() -> None:
         assert name in program.denied or name == "fork"  # no fork(2) on some archs
 
 
-def _in_child(action: str) -> int:
-    flt = SeccompFilter(build_program().bpf)
+def test_the_zygote_and_child_filters_add_up_to_the_whole_list() -> None:
+    assert set(ZYGOTE_DENIED_SYSCALLS) | set(CHILD_DENIED_SYSCALLS) == set(DENIED_SYSCALLS)
+    assert not set(ZYGOTE_DENIED_SYSCALLS) & set(CHILD_DENIED_SYSCALLS)
+    assert "clone" not in ZYGOTE_DENIED_SYSCALLS and "kill" not in ZYGOTE_DENIED_SYSCALLS
+
+
+def _in_child(action: str, *, split: bool = False) -> int:
+    """``split``: the zygote's filter, then (in a grandchild) the child's, as the engine does."""
+    filters = (
+        [SeccompFilter(build_program(ZYGOTE_DENIED_SYSCALLS).bpf),
+         SeccompFilter(build_program(CHILD_DENIED_SYSCALLS).bpf)]
+        if split
+        else [SeccompFilter(build_program().bpf)]
+    )  # fmt: skip
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 99
         try:
-            flt.install()
+            for flt in filters:
+                flt.install()
             if action == "socket":
                 import socket
 
@@ -47,13 +65,15 @@ def _in_child(action: str) -> int:
     return os.WEXITSTATUS(status)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one-filter", "zygote-then-child"])
 @pytest.mark.parametrize("action", ["socket", "fork", "exec"])
-def test_denied_calls_fail_with_eperm(action: str) -> None:
-    assert _in_child(action) == 1
+def test_denied_calls_fail_with_eperm(action: str, split: bool) -> None:
+    assert _in_child(action, split=split) == 1
 
 
-def test_ordinary_calls_still_work() -> None:
-    assert _in_child("getpid") == 0
+@pytest.mark.parametrize("split", [False, True], ids=["one-filter", "zygote-then-child"])
+def test_ordinary_calls_still_work(split: bool) -> None:
+    assert _in_child("getpid", split=split) == 0
 
 
 @pytest.mark.sandbox

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from ..errors import IsolationError
 
 __all__ = [
+    "CHILD_DENIED_SYSCALLS",
     "DENIED_SYSCALLS",
     "SANDBOX_DENIED_SYSCALLS",
+    "ZYGOTE_DENIED_SYSCALLS",
     "SeccompProgram",
     "build_program",
     "libseccomp_version",
@@ -55,6 +57,18 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
     "futimesat", "utimensat",
 )  # fmt: skip
+
+#: What a zygote keeps to manage its children: fork them (``clone``) and kill them. The
+#: zygote installs the rest of ``DENIED_SYSCALLS`` on itself once; each child adds a second,
+#: tiny filter for these two, so an execution is under exactly ``DENIED_SYSCALLS``. The kernel
+#: compiles every filter installed, and one per execution of the whole list cost ~0.13 ms of
+#: CPU per execution (measured A/B, back-to-back executions: 2.54-2.71 vs 2.75-2.99 ms).
+CHILD_DENIED_SYSCALLS: tuple[str, ...] = ("clone", "kill")
+
+#: The zygote's own filter: everything an execution may not do but what it needs for children.
+ZYGOTE_DENIED_SYSCALLS: tuple[str, ...] = tuple(
+    name for name in DENIED_SYSCALLS if name not in CHILD_DENIED_SYSCALLS
+)
 
 #: For named sandboxes, whose shell commands must fork and exec: the kernel surface only.
 SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = _KERNEL_SURFACE

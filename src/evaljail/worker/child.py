@@ -71,10 +71,12 @@ class SeccompFilter:
         self._prog = _SockFprog(len(bpf) // 8, ctypes.cast(self._buffer, ctypes.c_void_p))
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.prctl.restype = ctypes.c_int
+        #: False once the process already has it (a zygote that installed its own filter)
+        self.needs_no_new_privs = True
 
     def install(self) -> None:
         libc = self._libc
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if self.needs_no_new_privs and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
         if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self._prog), 0, 0):
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")

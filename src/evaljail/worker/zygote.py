@@ -263,9 +263,9 @@ class _Zygote:
                 loaded.append(name)
             except Exception as exc:
                 failed[name] = f"{type(exc).__name__}: {exc}"
-        bpf_hex = message.get("seccomp_bpf")
-        if bpf_hex:
-            self.seccomp = SeccompFilter(bytes.fromhex(bpf_hex))
+        child_bpf = message.get("child_seccomp_bpf")
+        if child_bpf:
+            self.seccomp = SeccompFilter(bytes.fromhex(child_bpf))
         policy = message.get("policy")
         if policy:
             self._builtins_for(policy)
@@ -276,6 +276,11 @@ class _Zygote:
             self.warm_code = marshal.dumps(compile(warm, SOURCE_NAME, "exec"))
         libc = ctypes.CDLL(None, use_errno=True)
         dumpable_off = libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+        zygote_bpf = message.get("seccomp_bpf")
+        if zygote_bpf:  # from here on the zygote itself is confined, all but process control
+            SeccompFilter(bytes.fromhex(zygote_bpf)).install()
+            if self.seccomp is not None:
+                self.seccomp.needs_no_new_privs = False
         gc.collect()
         gc.freeze()
         return {
@@ -283,7 +288,7 @@ class _Zygote:
             "pid": os.getpid(),
             "preloaded": loaded,
             "failed": failed,
-            "seccomp": self.seccomp is not None,
+            "seccomp": bool(zygote_bpf) and self.seccomp is not None,
             "non_dumpable": dumpable_off,
             "python": sys.version.split()[0],
         }
