@@ -3,8 +3,9 @@
 Order matters and is the point of this module:
 
 1. (forked ahead of need, as a *spare*) drop every descriptor but its two pipes (stdio becomes
-   /dev/null), set ``no_new_privs`` and install the seccomp filter (no sockets, exec,
-   processes, ptrace, mounts ...), then wait for one request;
+   /dev/null) and add its seccomp filter (no new processes, no signals to others) to the one it
+   inherits from the zygote (no sockets, exec, ptrace, mounts ...: see
+   ``isolation.seccomp``), then wait for one request;
 2. read and compile the request (a child forked for a running batch inherits it compiled and
    reads only its trace), then decode the trace (its memory belongs to the baseline);
 3. rlimits: address space = current size + the memory limit, CPU seconds, no file writes,
