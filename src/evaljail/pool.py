@@ -41,6 +41,7 @@ from .worker.protocol import (
     RESULT_TAG,
     FrameError,
     FrameReader,
+    decode_frame,
     decode_result,
     encode_frame,
     write_all,
@@ -106,16 +107,6 @@ class _Job:
 
 
 _RESULT_TAG = bytes([RESULT_TAG])
-
-
-def _control_frame(body: bytes) -> dict[str, Any]:
-    try:
-        frame = json.loads(body)
-    except ValueError as exc:
-        raise FrameError(f"malformed frame: {exc}") from None
-    if not isinstance(frame, dict):
-        raise FrameError("a frame must hold a JSON object")
-    return frame
 
 
 def _child_result(payload: bytes) -> dict[str, Any]:
@@ -209,7 +200,7 @@ class _Worker:
             while True:
                 body = self._reader.read_raw(time.monotonic() + per_item_s)
                 if body[:1] != _RESULT_TAG:
-                    frame = _control_frame(body)
+                    frame = decode_frame(body)
                     if frame.get("op") != "done" or frame.get("id") != request_id:
                         raise WorkerCrashedError("a worker answered out of turn")
                     return

@@ -47,7 +47,6 @@ __all__ = [
     "PythonRunner",
     "TraceItem",
     "TraceList",
-    "normalize_traces",
 ]
 
 _T = TypeVar("_T")
@@ -136,11 +135,6 @@ def _encode_trace(index: int, trace_id: str, data: Any) -> str:
             details={"index": index, "trace_id": trace_id},
         ) from exc
     return data_json
-
-
-def normalize_traces(traces: Iterable[Any]) -> list[TraceItem]:
-    """Every trace checked and encoded now (see ``TraceList``, which defers the encoding)."""
-    return list(TraceList(traces))
 
 
 class Backend(Protocol):

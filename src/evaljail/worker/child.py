@@ -31,15 +31,15 @@ from types import CodeType
 from typing import Any, NoReturn
 
 from .guard import BoundedWriter, OutputLimitExceeded, describe_value, restricted_builtins
-from .protocol import encode_frame, write_all
+from .protocol import FRAME_HEADER, encode_frame, write_all
 
 __all__ = [
-    "COMPILE_ERRORS",
     "SOURCE_NAME",
     "TRACE_HEADER",
     "Context",
     "SeccompFilter",
     "compile_error",
+    "compile_source",
     "error_message",
     "spare_main",
     "user_traceback",
@@ -53,9 +53,8 @@ _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _RESERVE_BYTES = 16 * 1024 * 1024  # head-room to report a MemoryError
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-_FRAME_HEADER = struct.Struct(">I")
 #: What ``compile()`` raises for bad source (a result, not a sandbox failure).
-COMPILE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
+_COMPILE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
 #: What the zygote sends a child forked for a running batch: the trace's length, -1 for none.
 TRACE_HEADER = struct.Struct(">q")
 
@@ -186,13 +185,12 @@ def _read_request(
     """A spare's request, the pool's own frame as the zygote received it; compiled here.
 
     A compile error is the execution's result (the same one the zygote gives a batch)."""
-    (size,) = _FRAME_HEADER.unpack(_read_exact(fd, _FRAME_HEADER.size))
+    (size,) = FRAME_HEADER.unpack(_read_exact(fd, FRAME_HEADER.size))
     request = json.loads(_read_exact(fd, size))
     source = request["code"]
-    try:
-        code = compile(source, SOURCE_NAME, "exec")
-    except COMPILE_ERRORS as exc:
-        return compile_error(exc)
+    code = compile_source(source)
+    if not isinstance(code, CodeType):
+        return compile_error(code)
     policy = request["policy"]
     key = (tuple(policy["allowed_imports"]), tuple(policy["blocked_builtins"]))
     return Context(
@@ -203,6 +201,14 @@ def _read_request(
         limits=policy["limits"],
         builtins=builtins_cache.get(key) or restricted_builtins(*key),
     )
+
+
+def compile_source(source: str) -> CodeType | BaseException:
+    """The code object for ``source``, or the exception that says why it does not compile."""
+    try:
+        return compile(source, SOURCE_NAME, "exec")
+    except _COMPILE_ERRORS as exc:
+        return exc
 
 
 def compile_error(exc: BaseException) -> dict[str, Any]:

@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
+    "FRAME_HEADER",
     "MAX_FRAME_BYTES",
     "RESULT_HEAD_SIZE",
     "RESULT_TAG",
     "FrameError",
     "FrameReader",
+    "decode_frame",
     "decode_result",
     "encode_frame",
     "encode_result",
@@ -37,7 +39,9 @@ __all__ = [
 
 #: Largest frame either side accepts (requests carry traces of several MB).
 MAX_FRAME_BYTES = 256 * 1024 * 1024
-_HEADER = struct.Struct(">I")
+#: A frame's length prefix.
+FRAME_HEADER = struct.Struct(">I")
+_HEADER = FRAME_HEADER
 #: First byte of a result frame (a JSON frame starts with ``{``).
 RESULT_TAG = 0x52  # "R"
 #: tag, request id, item index, elapsed ms, done flag
@@ -46,6 +50,17 @@ _RESULT = struct.Struct(">BQQdB")
 
 class FrameError(Exception):
     """The peer closed the pipe, sent a malformed frame, or did not answer in time."""
+
+
+def decode_frame(body: bytes | str | memoryview) -> dict[str, Any]:
+    """A JSON frame's body as a dict; FrameError for anything else."""
+    try:
+        message = json.loads(str(body, "utf-8") if isinstance(body, memoryview) else body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FrameError(f"malformed frame: {exc}") from None
+    if not isinstance(message, dict):
+        raise FrameError("a frame must hold a JSON object")
+    return message
 
 
 def _no_default(value: object) -> object:
@@ -152,41 +167,6 @@ class FrameReader:
                 raise FrameError("the peer closed the pipe")
             self._buf += chunk
 
-    def read_bytes(self, size: int, deadline: float | None = None) -> bytes:
-        """Exactly ``size`` raw bytes (a blob that follows a frame)."""
-        if size < 0 or size > self._limit:
-            raise FrameError(f"blob of {size} bytes exceeds the limit of {self._limit}")
-        self._fill(size, deadline)
-        data = bytes(self._buf[:size])
-        del self._buf[:size]
-        return data
-
-    @property
-    def buffered(self) -> bool:
-        """Whether bytes were read ahead of the frames returned so far."""
-        return bool(self._buf)
-
-    def discard_buffer(self) -> None:
-        """Forget buffered bytes (a forked child's copy of a reader it never uses)."""
-        if self._buf:
-            del self._buf[:]
-
-    def read_into(self, view: memoryview, deadline: float | None = None) -> None:
-        """Fill ``view`` exactly, straight from the descriptor once the buffer is drained."""
-        got = min(len(self._buf), len(view))
-        view[:got] = self._buf[:got]
-        del self._buf[:got]
-        while got < len(view):
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                ready, _, _ = select.select([self._fd], [], [], max(remaining, 0))
-                if not ready:
-                    raise FrameError("timed out waiting for a frame")
-            n = os.readv(self._fd, [view[got:]])
-            if not n:
-                raise FrameError("the peer closed the pipe")
-            got += n
-
     def read_raw(self, deadline: float | None = None) -> bytes:
         """The next frame's body, undecoded."""
         self._fill(4, deadline)
@@ -200,11 +180,4 @@ class FrameReader:
 
     def read(self, deadline: float | None = None) -> dict[str, Any]:
         """The next frame as a dict; raises FrameError on EOF, timeout or garbage."""
-        body = self.read_raw(deadline)
-        try:
-            message = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FrameError(f"malformed frame: {exc}") from None
-        if not isinstance(message, dict):
-            raise FrameError("a frame must hold a JSON object")
-        return message
+        return decode_frame(self.read_raw(deadline))

@@ -12,32 +12,32 @@ import contextlib
 import ctypes
 import gc
 import importlib
-import json
 import marshal
 import mmap
 import os
 import select
 import signal
-import struct
 import sys
 import time
 from types import CodeType
 from typing import Any
 
 from .child import (
-    COMPILE_ERRORS,
     SOURCE_NAME,
     TRACE_HEADER,
     Context,
     SeccompFilter,
     compile_error,
+    compile_source,
     spare_main,
 )
 from .guard import restricted_builtins
 from .protocol import (
+    FRAME_HEADER,
     MAX_FRAME_BYTES,
     RESULT_HEAD_SIZE,
     FrameError,
+    decode_frame,
     encode_frame,
     encode_result,
     result_head,
@@ -59,7 +59,6 @@ _REHEARSAL: dict[str, Any] = {
 }
 _RESULT_SLACK_BYTES = 1024 * 1024
 _BUILTINS_CACHE_SIZE = 16
-_FRAME_LEN = struct.Struct(">I")
 #: Modules every child may need on its error paths: import them once, here.
 _ALWAYS_PRELOAD = ("traceback", "linecache", "ast", "marshal", "unicodedata")
 
@@ -85,13 +84,32 @@ class _Spare:
             os.waitpid(self.pid, 0)
 
 
-class _Compiled:
-    """A request's code, compiled once by the zygote: what batch children inherit."""
+class _NoForkBuffer:
+    """A growable buffer in memory that no child inherits (``MADV_DONTFORK``)."""
 
-    __slots__ = ("code",)
+    def __init__(self, size: int) -> None:
+        self._map = _dontfork_map(size)
+        self.view = memoryview(self._map)
 
-    def __init__(self, code: CodeType) -> None:
-        self.code = code
+    def reserve(self, size: int, keep: int) -> None:
+        """Room for ``size`` bytes, keeping the first ``keep``."""
+        if size <= len(self._map):
+            return
+        bigger = _dontfork_map(2 * size)
+        bigger[:keep] = self._map[:keep]
+        self.view.release()
+        self._map.close()
+        self._map, self.view = bigger, memoryview(bigger)
+
+
+def _read_fully(fd: int, view: memoryview) -> None:
+    """Fill ``view`` from ``fd`` (blocking); FrameError when the peer closes first."""
+    got = 0
+    while got < len(view):
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            raise FrameError("the peer closed the pipe")
+        got += n
 
 
 class _Requests:
@@ -104,54 +122,29 @@ class _Requests:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._map = _dontfork_map(1 << 16)
-        self._view = memoryview(self._map)
+        self._buf = _NoForkBuffer(1 << 16)
         self._size = 0
-
-    def _fill(self, start: int, size: int) -> None:
-        got = 0
-        while got < size:
-            n = os.readv(self.fd, [self._view[start + got : start + size]])
-            if not n:
-                raise FrameError("the peer closed the pipe")
-            got += n
 
     def read(self) -> dict[str, Any]:
         """The next frame as a dict; raises FrameError on EOF or garbage."""
+        head = FRAME_HEADER.size
         self._size = 0
-        self._fill(0, _FRAME_LEN.size)
-        (size,) = _FRAME_LEN.unpack_from(self._view)
+        _read_fully(self.fd, self._buf.view[:head])
+        (size,) = FRAME_HEADER.unpack_from(self._buf.view)
         if size > MAX_FRAME_BYTES:
             raise FrameError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
-        if _FRAME_LEN.size + size > len(self._map):
-            head = bytes(self._view[: _FRAME_LEN.size])
-            self._view.release()
-            self._map.close()
-            self._map = _dontfork_map(2 * (_FRAME_LEN.size + size))
-            self._view = memoryview(self._map)
-            self._view[: _FRAME_LEN.size] = head
-        self._fill(_FRAME_LEN.size, size)
-        self._size = _FRAME_LEN.size + size
-        try:
-            message = json.loads(str(self._view[_FRAME_LEN.size : self._size], "utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FrameError(f"malformed frame: {exc}") from None
-        if not isinstance(message, dict):
-            raise FrameError("a frame must hold a JSON object")
-        return message
+        self._buf.reserve(head + size, keep=head)
+        _read_fully(self.fd, self._buf.view[head : head + size])
+        self._size = head + size
+        return decode_frame(self._buf.view[head : self._size])
 
     def frame(self) -> memoryview:
         """The frame just read, as it came (length prefix included)."""
-        return self._view[: self._size]
+        return self._buf.view[: self._size]
 
     def read_into(self, view: memoryview) -> None:
         """Fill ``view`` with the bytes that follow the frame (a batch's traces)."""
-        got = 0
-        while got < len(view):
-            n = os.readv(self.fd, [view[got:]])
-            if not n:
-                raise FrameError("the peer closed the pipe")
-            got += n
+        _read_fully(self.fd, view)
 
 
 class _Blob:
@@ -185,49 +178,41 @@ class _ResultBuffer:
     the zygote's heap (where a later child could find what is left of it).
     """
 
-    _AT = RESULT_HEAD_SIZE - _FRAME_LEN.size  # the child's length lands just before its payload
+    _AT = RESULT_HEAD_SIZE - FRAME_HEADER.size  # the child's length lands before its payload
 
     def __init__(self) -> None:
-        self._map = _dontfork_map(1 << 20)
-        self._view = memoryview(self._map)
-
-    def _grow(self, size: int, keep: int) -> None:
-        bigger = _dontfork_map(size)
-        bigger[:keep] = self._map[:keep]
-        self._view.release()
-        self._map.close()
-        self._map, self._view = bigger, memoryview(bigger)
+        self._buf = _NoForkBuffer(1 << 20)
 
     def read(self, fd: int, deadline: float, limit: int) -> int:
         """Read one frame from ``fd``; the size of its payload."""
         at = self._AT
         got = 0
-        need = _FRAME_LEN.size
+        need = FRAME_HEADER.size
         while got < need:
             remaining = deadline - time.monotonic()
             ready, _, _ = select.select([fd], [], [], max(remaining, 0))
             if not ready:
                 raise FrameError("timed out waiting for a frame")
             want = at + max(need, got + 65536)
-            if want > len(self._map):
-                self._grow(2 * want, at + got)
-            n = os.readv(fd, [self._view[at + got : want]])
+            self._buf.reserve(want, keep=at + got)
+            n = os.readv(fd, [self._buf.view[at + got : want]])
             if not n:
                 raise FrameError("the peer closed the pipe")
             got += n
-            if need == _FRAME_LEN.size and got >= need:
-                (size,) = _FRAME_LEN.unpack_from(self._view, at)
+            if need == FRAME_HEADER.size and got >= need:
+                (size,) = FRAME_HEADER.unpack_from(self._buf.view, at)
                 if size > limit:
                     raise FrameError(f"frame of {size} bytes exceeds the limit of {limit}")
                 need += size
-        return need - _FRAME_LEN.size
+        return need - FRAME_HEADER.size
 
     def frame(
         self, request_id: int, index: int, elapsed_ms: float, done: bool, size: int
     ) -> memoryview:
         """The result frame for the payload just read, ready to write."""
-        self._view[:RESULT_HEAD_SIZE] = result_head(request_id, index, elapsed_ms, done, size)
-        return self._view[: RESULT_HEAD_SIZE + size]
+        view = self._buf.view
+        view[:RESULT_HEAD_SIZE] = result_head(request_id, index, elapsed_ms, done, size)
+        return view[: RESULT_HEAD_SIZE + size]
 
 
 def _dontfork_map(size: int) -> mmap.mmap:
@@ -360,7 +345,7 @@ class _Zygote:
         Paying them here, while idle, keeps them off the next request's critical path.
         """
         frame = encode_frame(_REHEARSAL)
-        message = json.loads(str(memoryview(frame)[4:], "utf-8"))
+        message = decode_frame(memoryview(frame)[FRAME_HEADER.size :])
         work = [frame, TRACE_HEADER.pack(-1)]
         del message, work
         encode_result(0, 0, 0.0, True, b'{"status":"ok","stdout":"4\\n","stderr":""}')
@@ -373,17 +358,6 @@ class _Zygote:
         return spare if spare is not None else self._fork_spare(context)
 
     # -- requests ------------------------------------------------------------------------------
-
-    @staticmethod
-    def compile(source: str) -> _Compiled | BaseException:
-        """The compiled code for ``source``, or the compile error.
-
-        Not cached across requests: a cache would be inherited by every later child.
-        """
-        try:
-            return _Compiled(compile(source, SOURCE_NAME, "exec"))
-        except COMPILE_ERRORS as exc:
-            return exc
 
     def send(self, message: dict[str, Any]) -> None:
         write_all(self.resp_fd, encode_frame(message))
@@ -406,7 +380,7 @@ class _Zygote:
         limit = 8 * int(policy["limits"]["output_bytes"]) + _RESULT_SLACK_BYTES
         # Compiled here only for children forked mid-batch, which inherit it; a spare forked
         # before the request compiles the source itself (the zygote's faults cost the same).
-        compiled: _Compiled | BaseException | None = None
+        compiled: CodeType | BaseException | None = None
         entries: list[list[int]] = message.get("items") or [[0, -1]]
         context: Context | None = None  # made once this request needs a child of its own
         offset = 0
@@ -445,11 +419,11 @@ class _Zygote:
                 return
             self.reap()
             if compiled is None:
-                compiled = self.compile(source)
-            if self.spare is None and not isinstance(compiled, BaseException):
+                compiled = compile_source(source)
+            if self.spare is None and isinstance(compiled, CodeType):
                 if context is None:
                     context = Context(
-                        code=compiled.code, source=source, mode=mode, function=function,
+                        code=compiled, source=source, mode=mode, function=function,
                         limits=policy["limits"], builtins=self._builtins_for(policy),
                     )  # fmt: skip
                 self.spare = self._fork_spare(context)
