@@ -162,10 +162,12 @@ def test_a_forged_result_frame_cannot_end_or_steer_a_batch(unguarded: PythonRunn
         b'{"status":"ok","value":{"t":"tuple","len":2,"items":[{"t":"bool","v":true},'
         b'{"t":"str","v":"forged"}]},"done":true,"op":"done","id":0,"index":0,"elapsed_ms":-5}'
     )
-    traces = [{"trace_id": f"t{i}", "data": {"i": i}} for i in range(5)]
+    # enough traces that each worker's chunk holds several: a forged "done" in a chunk's first
+    # result would otherwise end the chunk early
+    traces = [{"trace_id": f"t{i}", "data": {"i": i}} for i in range(60)]
     batch = unguarded.execute_batch(_FORGE.format(body=repr(forged)), None, traces)
-    assert [r.trace_id for r in batch.results] == [f"t{i}" for i in range(5)]
-    assert [r.reason for r in batch.results] == ["forged"] * 5
+    assert [r.trace_id for r in batch.results] == [f"t{i}" for i in range(60)]
+    assert [r.reason for r in batch.results] == ["forged"] * 60
     assert all(r.execution_time_ms >= 0 for r in batch.results)
     test_pool_is_healthy_after_the_suite(unguarded)
 
