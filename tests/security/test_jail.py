@@ -267,3 +267,37 @@ def test_a_forged_frame_with_wrong_types_is_only_its_own_odd_result(
     assert [r.outcome for r in batch.results] == [Outcome.SPEC_VIOLATION] * 3
     assert all(r.cpu_ms == 0.0 and r.stdout == "" for r in batch.results)
     test_pool_is_healthy_after_the_suite(unguarded)
+
+
+def test_the_scientific_tmp_is_sealed_wherever_the_runtime_lives() -> None:
+    """The scientific jail's /tmp (matplotlib's cache) is sealed read-only by the zygote, also
+    when the runtime itself is mounted under /tmp (a checkout in /tmp): nothing written there
+    by one execution can reach the next."""
+    runner = PythonRunner(
+        policy=Policy.scientific(static_analysis=False),
+        settings=Settings(pool_min_size=1, pool_max_size=2),  # a core and a scientific worker
+    )
+    code = (
+        "import json, pandas\n"
+        "os = json.codecs.sys.modules['os']\n"
+        "tried = []\n"
+        "for path in ('/tmp/evaljail-leak', '/tmp/' + sorted(os.listdir('/tmp'))[0] + '/x'):\n"
+        "    try:\n"
+        "        os.close(os.open(path, os.O_CREAT | os.O_WRONLY))\n"
+        "        tried.append('WROTE')\n"
+        "    except OSError as exc:\n"
+        "        tried.append(type(exc).__name__)\n"
+        "try:\n"
+        "    os.chmod('/tmp', 0o777)\n"
+        "    tried.append('CHMOD')\n"
+        "except OSError as exc:\n"
+        "    tried.append(type(exc).__name__)\n"
+        "print(tried)\n"
+    )
+    try:
+        result = runner.execute(code)
+        assert result.outcome is Outcome.OK, (result.error, result.stderr)
+        assert "WROTE" not in result.stdout and "CHMOD" not in result.stdout, result.stdout
+        assert "PermissionError" in result.stdout
+    finally:
+        runner.close()

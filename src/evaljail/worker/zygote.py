@@ -17,6 +17,7 @@ import mmap
 import os
 import select
 import signal
+import stat
 import sys
 import time
 from types import CodeType
@@ -556,14 +557,26 @@ def _encode_payload(result: dict[str, Any]) -> bytes:
 
 
 def _seal(root: str) -> None:
-    """Make a writable tree read-only for everyone (the children may not chmod it back)."""
+    """Make a writable tree read-only for everyone (the children may not chmod it back).
+
+    Only the tree's own filesystem: a runtime installed under it (a checkout in /tmp) is
+    bind-mounted read-only on top and is neither ours to change nor changeable.
+    """
     if not os.path.isdir(root):
         return
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o444)
-        for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), 0o555)  # noqa: S103 - read-only is the point
+    device = os.stat(root).st_dev
+    files: list[str] = []
+    dirs: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == device]
+        dirs += [os.path.join(dirpath, d) for d in dirnames]
+        files += [os.path.join(dirpath, f) for f in filenames]
+    for path in files:
+        info = os.lstat(path)
+        if info.st_dev == device and not stat.S_ISLNK(info.st_mode):  # a link has no mode
+            os.chmod(path, 0o444)
+    for path in reversed(dirs):
+        os.chmod(path, 0o555)  # noqa: S103 - read-only is the point
     os.chmod(root, 0o555)  # noqa: S103
 
 
