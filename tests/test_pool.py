@@ -203,6 +203,39 @@ def test_each_profile_wakes_its_own_workers(no_leaked_jails: None) -> None:
     pool.close()
 
 
+PANDAS_SUM = "import pandas as pd\nprint(int(pd.DataFrame({'a': [1, 2]}).a.sum()))"
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_full_pool_gives_a_slot_to_a_profile_without_workers(
+    no_leaked_jails: None, size: int
+) -> None:
+    """min = max, all core: a scientific request used to wait for ever for a slot."""
+    pool = Pool(min_size=size, max_size=size, idle_timeout_s=0.5)
+    pool.start()
+    assert _wait_for(lambda: pool.stats().by_profile == {"core": size, "scientific": 0}, 30)
+    sci = pool.run_script(PANDAS_SUM, Policy.scientific())
+    assert sci.result(timeout=60).stdout == "3\n"
+    assert pool.run_script("print('core')", Policy()).result(timeout=60).stdout == "core\n"
+    # the scientific worker retires when idle and the core floor comes back
+    assert _wait_for(lambda: pool.stats().by_profile == {"core": size, "scientific": 0}, 30)
+    assert pool.stats().size <= size
+    pool.close()
+
+
+def test_a_busy_full_pool_yields_a_slot_once_its_job_ends(no_leaked_jails: None) -> None:
+    pool = Pool(min_size=1, max_size=1)
+    pool.start()
+    slow = Policy().with_limits(timeout_ms=1500)
+    loop = pool.run_script("while True:\n    pass", slow)
+    assert _wait_for(lambda: pool.stats().busy == 1, timeout_s=30)
+    sci = pool.run_script(PANDAS_SUM, Policy.scientific())
+    assert sci.result(timeout=60).stdout == "3\n"
+    assert loop.result(timeout=5).outcome is Outcome.TIMEOUT
+    assert pool.stats().size <= 1
+    pool.close()
+
+
 def _descendants(pid: int) -> list[int]:
     found: list[int] = []
     todo = [pid]

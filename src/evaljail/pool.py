@@ -291,6 +291,7 @@ class Pool:
         self._idle: dict[Profile, int] = dict.fromkeys(Profile, 0)
         #: when each busy worker's current job started, by worker
         self._running: dict[Profile, dict[int, float]] = {p: {} for p in Profile}
+        self._leaving = 0  #: workers giving their slot to a starved profile
         self._live: set[_Worker] = set()
         self._threads: set[threading.Thread] = set()
         self._ids = itertools.count(1)
@@ -460,6 +461,45 @@ class Pool:
             ready.set()
         self._serve(worker)
 
+    def _floor(self, profile: Profile) -> int:
+        return self.min_size if profile is Profile.CORE else self.scientific_min_size
+
+    def _starved(self) -> Profile | None:
+        """(lock held) A profile with work queued, no worker, and no room to start one.
+
+        The workers of the other profile then give up their slots, one at a time, as each
+        becomes idle: otherwise a pool full of core workers (``PYTHON_POOL_MAX_SIZE`` reached,
+        or min = max) would keep a scientific request waiting for ever.
+        """
+        slots = sum(self._workers.values()) + sum(self._starting.values()) - self._leaving
+        if slots < self.max_size:
+            return None
+        for profile in Profile:
+            if self._queues[profile] and not self._workers[profile] + self._starting[profile]:
+                return profile
+        return None
+
+    def _refill(self, exited: Profile) -> None:
+        """After a worker of ``exited`` stopped: start what the pool now lacks, within max_size.
+
+        First a worker for a profile with work waiting and none to do it, then the replacement
+        of the one that stopped when its queue is not empty, then each profile's floor.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            wanted: list[Profile] = []
+            for profile in Profile:
+                if self._queues[profile] and not self._workers[profile] + self._starting[profile]:
+                    wanted.append(profile)
+            if self._queues[exited] and exited not in wanted:
+                wanted.append(exited)
+            for profile in Profile:
+                have = self._workers[profile] + self._starting[profile] + wanted.count(profile)
+                wanted += [profile] * max(self._floor(profile) - have, 0)
+            for profile in wanted:
+                self._grow(profile)  # re-entrant lock; each checks max_size again
+
     def _fail_queue_if_orphaned(self, profile: Profile) -> None:
         """(lock held) No worker of this profile can start: fail what waits for one."""
         if self._workers[profile] or self._starting[profile]:
@@ -475,23 +515,31 @@ class Pool:
         profile = worker.profile
         queue = self._queues[profile]
         wakeup = self._wakeups[profile]
+        yielded = False
         try:
             while True:
                 with self._lock:
                     if self._closed:
                         return
+                    if self._starved() is not None:
+                        self._leaving += 1  # its slot goes to the starved profile
+                        yielded = True
+                        return
                     self._idle[profile] += 1
                     idle_since = time.monotonic()
-                    while not queue and not self._closed:
+                    while not queue and not self._closed and self._starved() is None:
                         waited = time.monotonic() - idle_since
-                        floor = self.min_size if profile is Profile.CORE else \
-                            self.scientific_min_size  # fmt: skip
-                        if waited >= self.idle_timeout_s and self._workers[profile] > floor:
+                        if waited >= self.idle_timeout_s and self._workers[profile] > \
+                                self._floor(profile):  # fmt: skip
                             self._idle[profile] -= 1
                             return
                         wakeup.wait(timeout=max(self.idle_timeout_s - waited, 0.05))
                     self._idle[profile] -= 1
-                    if not queue:  # woken by close()
+                    if not queue:  # closed
+                        return
+                    if self._starved() is not None:
+                        self._leaving += 1
+                        yielded = True
                         return
                     job = queue.popleft()
                     busy = bool(queue)
@@ -529,18 +577,15 @@ class Pool:
             with self._lock:
                 self._running[profile].pop(id(worker), None)
                 self._workers[profile] -= 1
+                if yielded:
+                    self._leaving -= 1
                 self._live.discard(worker)
                 self._threads.discard(threading.current_thread())
-                closed = self._closed
-                need = (self.min_size if profile is Profile.CORE else 0) - self._workers[profile]
-                need = max(need, 1 if queue else 0) - self._starting[profile]
             if worker.alive():
                 worker.stop()
             else:
                 worker.kill()
-            if not closed:
-                for _ in range(max(need, 0)):
-                    self._grow(profile)
+            self._refill(profile)
 
     def _submit(self, job: _Job) -> None:
         with self._lock:
@@ -567,6 +612,10 @@ class Pool:
             # Wake a worker of this job's profile: a shared condition could wake a worker of
             # the other profile, which would find its own queue empty and sleep on.
             self._wakeups[job.profile].notify()
+            if self._starved() is job.profile:  # an idle worker of the other profile yields
+                for profile, wakeup in self._wakeups.items():
+                    if profile is not job.profile:
+                        wakeup.notify()
         if pressure:
             self._grow(job.profile)
 
