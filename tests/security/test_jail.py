@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,6 +178,29 @@ def test_a_malformed_result_frame_is_a_sandbox_failure(unguarded: PythonRunner) 
     batch = unguarded.execute_batch(_FORGE.format(body=repr(b"\xff\xfe{{not json")), None, traces)
     assert [r.outcome for r in batch.results] == [Outcome.CRASHED] * 3
     assert all("malformed result" in (r.error or "") for r in batch.results), batch.results
+    test_pool_is_healthy_after_the_suite(unguarded)
+
+
+def test_a_result_frame_claiming_gigabytes_is_refused_unread(unguarded: PythonRunner) -> None:
+    """The zygote checks a child's frame header against its output limit before reading on."""
+    code = (
+        "import json\nsys = json.codecs.sys\nos = sys.modules['os']\n"
+        "struct = sys.modules['importlib'].import_module('struct')\n"
+        "def eval_big(trace):\n"
+        "    for fd in range(3, 32):\n"
+        "        try:\n"
+        "            os.write(fd, struct.pack('>I', 2**31) + b'{' * 4096)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    while True:\n"
+        "        pass\n"
+    )
+    traces = [{"trace_id": f"t{i}", "data": {}} for i in range(2)]
+    started = time.monotonic()
+    batch = unguarded.execute_batch(code, None, traces, timeout=5000)
+    assert [r.outcome for r in batch.results] == [Outcome.CRASHED] * 2
+    assert all("size limit" in (r.error or "") for r in batch.results), batch.results
+    assert time.monotonic() - started < 4, "the zygote waited for the child's deadline"
     test_pool_is_healthy_after_the_suite(unguarded)
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "RESULT_TAG",
     "FrameError",
     "FrameReader",
+    "FrameTimeout",
+    "FrameTooLarge",
     "decode_frame",
     "decode_result",
     "encode_frame",
@@ -50,6 +52,14 @@ _RESULT = struct.Struct(">BQQdB")
 
 class FrameError(Exception):
     """The peer closed the pipe, sent a malformed frame, or did not answer in time."""
+
+
+class FrameTimeout(FrameError):
+    """No complete frame before the deadline."""
+
+
+class FrameTooLarge(FrameError):
+    """A frame header claimed more bytes than the reader accepts."""
 
 
 def decode_frame(body: bytes | str | memoryview) -> dict[str, Any]:
@@ -158,10 +168,10 @@ class FrameReader:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise FrameError("timed out waiting for a frame")
+                    raise FrameTimeout("timed out waiting for a frame")
                 ready, _, _ = select.select([self._fd], [], [], remaining)
                 if not ready:
-                    raise FrameError("timed out waiting for a frame")
+                    raise FrameTimeout("timed out waiting for a frame")
             chunk = os.read(self._fd, max(65536, need - len(self._buf)))
             if not chunk:
                 raise FrameError("the peer closed the pipe")
@@ -172,7 +182,7 @@ class FrameReader:
         self._fill(4, deadline)
         (size,) = _HEADER.unpack_from(self._buf)
         if size > self._limit:
-            raise FrameError(f"frame of {size} bytes exceeds the limit of {self._limit}")
+            raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {self._limit}")
         self._fill(4 + size, deadline)
         body = bytes(self._buf[4 : 4 + size])
         del self._buf[: 4 + size]

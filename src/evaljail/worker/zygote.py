@@ -38,6 +38,8 @@ from .protocol import (
     MAX_FRAME_BYTES,
     RESULT_HEAD_SIZE,
     FrameError,
+    FrameTimeout,
+    FrameTooLarge,
     decode_frame,
     encode_frame,
     encode_result,
@@ -193,7 +195,7 @@ class _ResultBuffer:
             remaining = deadline - time.monotonic()
             ready, _, _ = select.select([fd], [], [], max(remaining, 0))
             if not ready:
-                raise FrameError("timed out waiting for a frame")
+                raise FrameTimeout("timed out waiting for a frame")
             want = at + max(need, got + 65536)
             self._buf.reserve(want, keep=at + got)
             n = os.readv(fd, [self._buf.view[at + got : want]])
@@ -203,7 +205,7 @@ class _ResultBuffer:
             if need == FRAME_HEADER.size and got >= need:
                 (size,) = FRAME_HEADER.unpack_from(self._buf.view, at)
                 if size > limit:
-                    raise FrameError(f"frame of {size} bytes exceeds the limit of {limit}")
+                    raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {limit}")
                 need += size
         return need - FRAME_HEADER.size
 
@@ -457,10 +459,12 @@ class _Zygote:
         if killed is None:
             try:
                 size = self.results.read(child.result_fd, time.monotonic() + wall_s, limit)
-            except FrameError as exc:
-                killed = cut if "timed out" in str(exc) else None
-                if "exceeds the limit" in str(exc):
-                    killed = "oversized"
+            except FrameTimeout:
+                killed = cut
+            except FrameTooLarge:
+                killed = "oversized"
+            except FrameError:  # closed early or garbled: the child's exit status says why
+                pass
         os.close(child.result_fd)
         if size >= 0 and killed is None:
             elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
