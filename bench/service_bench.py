@@ -310,6 +310,11 @@ def wrk_throughput(url: str, seconds: int, concurrency: int = 32) -> dict[str, A
     connection failures, timeouts and every non-2xx answer."""
     wrk = shutil.which("wrk")
     if wrk is None:
+        print(
+            "wrk is not installed (Debian/Ubuntu: apt-get install wrk): the throughput target "
+            "is judged on the httpx figure, which this client caps (see the no-op row)",
+            file=sys.stderr,
+        )
         return None
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(_WRK_SCRIPT)
