@@ -236,6 +236,24 @@ def test_a_busy_full_pool_yields_a_slot_once_its_job_ends(no_leaked_jails: None)
     pool.close()
 
 
+def test_one_slot_serves_both_profiles_without_handing_it_back_and_forth(
+    no_leaked_jails: None,
+) -> None:
+    """max = 1 with work of both profiles queued at once: each new worker runs a job before it
+    yields (a worker that yielded at once would leave the two profiles trading the slot)."""
+    pool = Pool(min_size=1, max_size=1)
+    pool.start()
+    sci = Policy.scientific()
+    futures = []
+    for i in range(2):
+        futures.append(pool.run_script(f"print({i})", Policy()))
+        futures.append(pool.run_script(PANDAS_SUM, sci))
+    outputs = [f.result(timeout=90).stdout for f in futures]
+    assert outputs == ["0\n", "3\n", "1\n", "3\n"]
+    assert pool.stats().workers_started <= 6  # the first, then at most one per hand-over
+    pool.close()
+
+
 def _descendants(pid: int) -> list[int]:
     found: list[int] = []
     todo = [pid]

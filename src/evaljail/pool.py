@@ -515,19 +515,13 @@ class Pool:
         profile = worker.profile
         queue = self._queues[profile]
         wakeup = self._wakeups[profile]
-        yielded = False
+        yielded = ran = False
         try:
             while True:
                 with self._lock:
-                    if self._closed:
-                        return
-                    if self._starved() is not None:
-                        self._leaving += 1  # its slot goes to the starved profile
-                        yielded = True
-                        return
                     self._idle[profile] += 1
                     idle_since = time.monotonic()
-                    while not queue and not self._closed and self._starved() is None:
+                    while not self._closed and not queue and self._starved() is None:
                         waited = time.monotonic() - idle_since
                         if waited >= self.idle_timeout_s and self._workers[profile] > \
                                 self._floor(profile):  # fmt: skip
@@ -535,9 +529,12 @@ class Pool:
                             return
                         wakeup.wait(timeout=max(self.idle_timeout_s - waited, 0.05))
                     self._idle[profile] -= 1
-                    if not queue:  # closed
+                    if self._closed:
                         return
-                    if self._starved() is not None:
+                    # Give the slot to a starved profile when idle, or once this worker has run
+                    # a job: a new worker always runs one first, or two profiles with work
+                    # queued would hand one slot back and forth without running anything.
+                    if self._starved() is not None and (ran or not queue):
                         self._leaving += 1
                         yielded = True
                         return
@@ -566,6 +563,7 @@ class Pool:
                     error = WorkerCrashedError(f"the pool failed to run a job: {exc!r}")
                 with self._lock:
                     self._running[profile].pop(id(worker), None)
+                ran = True
                 job.on_done(error)
                 if error is not None or not worker.alive():
                     with self._lock:
