@@ -83,3 +83,19 @@ def test_probe_reports_every_required_layer_on() -> None:
     assert {layer.name for layer in caps.layers} >= {
         "static_analysis", "namespaces", "seccomp", "rlimits", "timeouts"
     }  # fmt: skip
+
+
+def test_the_probe_check_can_fail_and_never_forks_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The probe's socket() check really detects a filter that lets sockets through, and runs
+    in a fresh interpreter: forking a threaded host (a service, a test runner) could deadlock
+    the child on a lock another thread held."""
+    from evaljail.isolation.probe import _seccomp_refuses_socket
+
+    def no_fork() -> int:
+        raise AssertionError("the probe forked the host process")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert _seccomp_refuses_socket(build_program())
+    assert not _seccomp_refuses_socket(build_program(("ptrace",)))

@@ -14,21 +14,24 @@ from pathlib import Path
 
 from .bubblewrap import BwrapSpec, build_args, runtime_paths
 
-__all__ = ["BOOT", "JAIL_WORKER_DIR", "host_worker_dir", "worker_argv", "worker_env"]
+__all__ = [
+    "BOOT", "JAIL_WORKER_DIR", "LOAD_WORKER", "host_worker_dir", "worker_argv", "worker_env"
+]  # fmt: skip
 
 #: Where the worker package appears inside the jail.
 JAIL_WORKER_DIR = "/opt/evaljail/worker"
 
-#: Loads the worker package under the name ``evaljail_worker`` from argv[1] and runs the zygote.
-BOOT = (
+#: Loads the worker package under the name ``evaljail_worker`` from argv[1] (by path: the host
+#: may run evaljail from anywhere, and the jail sees only the worker package).
+LOAD_WORKER = (
     "import sys, importlib.util as u\n"
     "p = sys.argv[1]\n"
     "s = u.spec_from_file_location('evaljail_worker', p + '/__init__.py',"
     " submodule_search_locations=[p])\n"
     "m = u.module_from_spec(s); sys.modules['evaljail_worker'] = m; s.loader.exec_module(m)\n"
-    "from evaljail_worker.zygote import main\n"
-    "main()\n"
 )
+#: Loads the worker package and runs the zygote.
+BOOT = LOAD_WORKER + "from evaljail_worker.zygote import main\nmain()\n"
 
 
 def host_worker_dir() -> Path:

@@ -1,8 +1,8 @@
 """The capability probe: which isolation layers this host can provide, and why not.
 
 ``probe()`` really tries each mechanism (creates namespaces with bubblewrap, installs the seccomp
-filter in a throw-away child and checks that ``socket()`` is refused, sets rlimits), so a report
-of "on" means it worked here, not that a binary exists.
+filter in a throw-away interpreter and checks that ``socket()`` is refused, sets rlimits), so a
+report of "on" means it worked here, not that a binary exists.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,25 +92,39 @@ def _probe_namespaces(bwrap: str | None) -> Layer:
                  "net, ipc, uts and cgroup namespaces")  # fmt: skip
 
 
-def _seccomp_refuses_socket(program: SeccompProgram) -> bool:
-    """Install the filter in a throw-away child and check that socket() is refused."""
-    from ..worker.child import SeccompFilter  # the very code the child uses
+#: Run by a fresh interpreter: install the filter read from stdin, then try socket().
+_SECCOMP_CHECK = (
+    "import socket\n"
+    "from evaljail_worker.child import SeccompFilter\n"  # the very code the children use
+    "SeccompFilter(bytes.fromhex(sys.stdin.read())).install()\n"
+    "try:\n"
+    "    socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()\n"
+    "except PermissionError:\n"
+    "    sys.exit(0)\n"
+    "sys.exit(1)\n"
+)
 
-    flt = SeccompFilter(program.bpf)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 3
-        try:
-            flt.install()
-            try:
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-                code = 1
-            except PermissionError:
-                code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+def _seccomp_refuses_socket(program: SeccompProgram) -> bool:
+    """Install the filter in a throw-away interpreter and check that socket() is refused.
+
+    A fresh process, not a fork: the host may have threads (a service, a test runner), and a
+    forked child of a threaded process can deadlock on a lock some other thread held.
+    """
+    from .jail import LOAD_WORKER, host_worker_dir
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", LOAD_WORKER + _SECCOMP_CHECK, str(host_worker_dir())],
+            input=program.bpf.hex(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def _probe_seccomp() -> tuple[Layer, SeccompProgram | None]:
