@@ -62,6 +62,8 @@ def test_bad_input_is_refused_clearly(runner: PythonRunner) -> None:
         runner.execute_batch(EVAL, None, [{"trace_id": "a", "data": {}}, "oops"])
     with pytest.raises(ConfigurationError, match="not JSON-serialisable"):
         runner.execute_batch(EVAL, None, [{"trace_id": "a", "data": {"x": object()}}])
+    with pytest.raises(ConfigurationError, match=r"trace #0 \(deep\): data is nested too deep"):
+        runner.execute_batch(EVAL, None, [{"trace_id": "deep", "data": _nested(5000)}])
     with pytest.raises(EvalFunctionNotFoundError, match="several eval functions"):
         runner.execute_batch(EVAL + EVAL.replace("eval_steps", "eval_two"), None, [])
     with pytest.raises(EvalFunctionNotFoundError, match="no eval function"):
@@ -134,12 +136,26 @@ def test_code_that_parses_but_does_not_compile_fails_alike_on_every_trace(
     assert (single.outcome, single.error_type) == (Outcome.ERROR, "SyntaxError")
 
 
-def test_a_bad_trace_late_in_a_batch_refuses_the_whole_batch(runner: PythonRunner) -> None:
+def _nested(depth: int) -> dict[str, object]:
+    top: dict[str, object] = {}
+    node = top
+    for _ in range(depth):
+        node["a"] = node = {}
+    return top
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"when": object()}, "data is not JSON"), (_nested(5000), "data is nested too deeply")],
+)
+def test_a_bad_trace_late_in_a_batch_refuses_the_whole_batch(
+    runner: PythonRunner, bad: object, message: str
+) -> None:
     """Traces are encoded chunk by chunk while earlier chunks already run: a trace that cannot
     be encoded still refuses the batch as a whole, and leaves no queued work behind."""
     traces: list[dict[str, object]] = [{"trace_id": f"t{i}", "data": {"i": i}} for i in range(300)]
-    traces[250] = {"trace_id": "bad", "data": {"when": object()}}
-    with pytest.raises(ConfigurationError, match=r"trace #250 \(bad\): data is not JSON"):
+    traces[250] = {"trace_id": "bad", "data": bad}
+    with pytest.raises(ConfigurationError, match=rf"trace #250 \(bad\): {message}"):
         runner.execute_batch(EVAL, None, traces)
     for _ in range(100):
         if runner.health()["pool"]["queue"] == 0:

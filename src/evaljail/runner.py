@@ -124,16 +124,22 @@ class TraceList(Sequence[TraceItem]):
 
 def _encode_trace(index: int, trace_id: str, data: Any) -> str:
     try:
-        data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
-        if not data_json.isascii():
-            data_json.encode("utf-8")  # lone surrogates raise here, not in a worker
-    except UnicodeEncodeError:
-        data_json = json.dumps(data, ensure_ascii=True, allow_nan=True)
+        try:
+            data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
+            if not data_json.isascii():
+                data_json.encode("utf-8")  # lone surrogates raise here, not in a worker
+        except UnicodeEncodeError:
+            data_json = json.dumps(data, ensure_ascii=True, allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"trace #{index} ({trace_id}): data is not JSON-serialisable: {exc}",
             details={"index": index, "trace_id": trace_id},
         ) from exc
+    except RecursionError:
+        raise ConfigurationError(
+            f"trace #{index} ({trace_id}): data is nested too deeply to encode as JSON",
+            details={"index": index, "trace_id": trace_id},
+        ) from None
     return data_json
 
 

@@ -172,6 +172,13 @@ def test_docs(client: httpx.Client) -> None:
 
 _BIG = b'{"code": "' + b"#" * (10 * 1024 * 1024) + b'"}'
 _NESTED = b'{"code": "x", "timeout": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+_NESTED_DATA = (
+    b'{"code": "x", "traces": [{"trace_id": "a", "data": '
+    + b'{"a": ' * 5000
+    + b"1"
+    + b"}" * 5000
+    + b"}]}"
+)
 _LONG_SOURCE = json.dumps({"code": "#" * (2 * 1024 * 1024)}).encode()
 
 BAD_REQUESTS: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
@@ -179,6 +186,10 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
     ("empty-body", "POST", "/execute", b"", {}, 400, "invalid_json"),
     ("non-utf8", "POST", "/execute", b'{"code": "\xff\xfe"}', {}, 400, "invalid_json"),
     ("nested-too-deep", "POST", "/execute", _NESTED, {}, 400, "invalid_json"),
+    ("batch-nested-too-deep", "POST", "/execute/batch", _NESTED_DATA, {}, 400, "invalid_json"),
+    ("batch-envelope-too-deep", "POST", "/execute/batch", _NESTED.replace(b"timeout", b"traces"), {}, 400, "invalid_json"),
+    ("check-nested-too-deep", "POST", "/check", _NESTED, {}, 400, "invalid_json"),
+    ("sandbox-exec-nested-too-deep", "POST", "/sandboxes/s1/exec", _NESTED, {}, 400, "invalid_json"),
     ("array-body", "POST", "/execute", b"[]", {}, 422, "invalid_request"),
     ("missing-code", "POST", "/execute", {"timeout": 100}, {}, 422, "invalid_request"),
     ("code-not-str", "POST", "/execute", {"code": 123}, {}, 422, "invalid_request"),
@@ -297,6 +308,42 @@ def test_random_json_never_5xx(live: Live, path: str, body: Any) -> None:
         method = "GET" if path in ("/health", "/metrics") else "POST"
         r = c.request(method, path, content=json.dumps(body).encode())
     assert r.status_code < 500, (path, body, r.text[:300])
+    if r.status_code >= 400:
+        assert set(r.json()["error"]) == {"code", "message", "details", "request_id"}
+
+
+def _deep(depth: int, where: str) -> bytes:
+    inner = b'{"a": ' * depth + b"1" + b"}" * depth
+    if where == "data":
+        return b'{"code": "x", "traces": [{"trace_id": "a", "data": ' + inner + b"}]}"
+    return b'{"code": "x", "' + where.encode() + b'": ' + inner + b"}"
+
+
+_raw_bodies = st.one_of(
+    st.binary(max_size=200),
+    st.builds(_deep, st.integers(1, 20_000), st.sampled_from(["data", "traces", "timeout"])),
+    # a valid body cut short or with bytes flipped
+    st.builds(
+        lambda cut, junk: (
+            json.dumps({"code": EVAL, "traces": [{"trace_id": "a", "data": {}}]}).encode()[:cut]
+            + junk
+        ),
+        st.integers(0, 120),
+        st.binary(max_size=8),
+    ),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(path=st.sampled_from(["/execute", "/execute/batch", "/check"]), body=_raw_bodies)
+def test_random_bytes_never_5xx(live: Live, path: str, body: bytes) -> None:
+    with live.client() as c:
+        r = c.post(path, content=body)
+    assert r.status_code < 500, (path, body[:200], r.text[:300])
     if r.status_code >= 400:
         assert set(r.json()["error"]) == {"code", "message", "details", "request_id"}
 

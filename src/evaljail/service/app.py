@@ -233,6 +233,8 @@ async def _parse_batch(request: Request) -> tuple[BatchRequest, list[TraceItem] 
         ]
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return await _parse(request, BatchRequest), None
+    except RecursionError:  # msgspec nests as deep as Python's recursion limit, like json
+        raise ApiError(400, "invalid_json", "invalid JSON: nested too deeply") from None
     envelope: dict[str, Any] = {
         "code": raw.code,
         "function_name": raw.function_name,
