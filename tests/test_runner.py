@@ -165,3 +165,13 @@ def test_a_bad_trace_late_in_a_batch_refuses_the_whole_batch(
     ok = runner.execute_batch(EVAL, None, traces[:5])
     assert [r.trace_id for r in ok.results] == [f"t{i}" for i in range(5)]
     assert all(r.success for r in ok.results)
+
+
+def test_a_leading_byte_order_mark_is_ignored_as_cpython_does(runner: PythonRunner) -> None:
+    """Editors on Windows save UTF-8 with a BOM; ``python3 file.py`` runs such a file."""
+    assert runner.execute("\ufeffprint(6 * 7)").stdout == "42\n"
+    assert runner.check("\ufeffx = 1") == ()
+    batch = runner.execute_batch("\ufeff" + EVAL, None, [{"trace_id": "a", "data": {}}])
+    assert batch.results[0].success
+    # only at the very start: anywhere else it is still the syntax error CPython reports
+    assert runner.execute("x = 1\n\ufeffprint(x)").outcome is Outcome.REJECTED

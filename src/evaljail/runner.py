@@ -122,6 +122,14 @@ class TraceList(Sequence[TraceItem]):
         return item
 
 
+def _source(code: object) -> str:
+    """User code as a str, without the byte-order mark an editor may have saved at its start
+    (CPython ignores one at the start of a file; ``compile()`` of a str refuses it)."""
+    if not isinstance(code, str):
+        raise ConfigurationError(f"code must be a str, got {type(code).__name__}")
+    return code[1:] if code.startswith("\ufeff") else code
+
+
 def _encode_trace(index: int, trace_id: str, data: Any) -> str:
     try:
         try:
@@ -275,7 +283,7 @@ class PythonRunner:
 
     def check(self, code: str) -> tuple[Violation, ...]:
         """Static analysis only: every finding, nothing executed."""
-        return analyze(code, self.policy).violations
+        return analyze(_source(code), self.policy).violations
 
     def _analyze(self, code: str, policy: Policy) -> AnalysisReport | None:
         if self._backend.analyzes or not policy.static_analysis:
@@ -299,8 +307,7 @@ class PythonRunner:
 
     def _submit_script(self, code: str, timeout: int | None) -> Future[ExecutionResult]:
         self._check_open()
-        if not isinstance(code, str):
-            raise ConfigurationError(f"code must be a str, got {type(code).__name__}")
+        code = _source(code)
         policy = self._policy_for(timeout)
         report = self._analyze(code, policy)
         if report is not None and report.violations:
@@ -338,8 +345,7 @@ class PythonRunner:
         on_result: Callable[[int, TraceResult], None],
     ) -> tuple[TraceList, tuple[Violation, ...], Future[None]]:
         self._check_open()
-        if not isinstance(code, str):
-            raise ConfigurationError(f"code must be a str, got {type(code).__name__}")
+        code = _source(code)
         policy = self._policy_for(timeout)
         items = TraceList(traces)
         report = self._analyze(code, policy)
