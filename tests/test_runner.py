@@ -9,6 +9,7 @@ import pytest
 
 from evaljail import Outcome, PythonRunner, Settings
 from evaljail.errors import ConfigurationError, EvalFunctionNotFoundError, PoolClosedError
+from evaljail.policy.contract import check_return
 
 pytestmark = pytest.mark.sandbox
 
@@ -175,3 +176,27 @@ def test_a_leading_byte_order_mark_is_ignored_as_cpython_does(runner: PythonRunn
     assert batch.results[0].success
     # only at the very start: anywhere else it is still the syntax error CPython reports
     assert runner.execute("x = 1\n\ufeffprint(x)").outcome is Outcome.REJECTED
+
+
+_RETURNS = [
+    "(True, 'fine')", "(False, '')", "[True, 'x']", "True", "None", "(True, 'a', 1)", "()",
+    "(1, 'x')", "(True, 5)", "(False, float('nan'))", "(True, float('inf'))", "(1.0, 'x')",
+    "(True, 2**80)", "(2**80, 'x')", "(True, b'x')", "({'passed': True}, 'x')",
+    "(x for x in ())", "(None, None)",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("expr", _RETURNS)
+def test_the_jail_judges_a_return_value_as_plain_python_does(
+    runner: PythonRunner, expr: str
+) -> None:
+    """The child describes the value, the host checks the contract: the verdict, the reason and
+    the violation message must be those of checking the value in-process."""
+    expected = check_return(eval(expr))  # a fixed, trusted expression
+    code = f"def eval_x(trace):\n    return {expr}\n"
+    [result] = runner.execute_batch(code, None, [{"trace_id": "a", "data": {}}]).results
+    assert result.spec_violation == expected.violation
+    assert result.passed == expected.passed
+    assert result.reason == expected.reason
+    if expected.message is not None:
+        assert result.error == expected.message

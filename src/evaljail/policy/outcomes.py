@@ -44,7 +44,9 @@ def _decode_value(d: Any, depth: int = 0) -> Any:
     if isinstance(t, str) and t in _PLAIN:
         v = d.get("v")
         ok = isinstance(v, _PLAIN[t]) and (t == "bool" or not isinstance(v, bool))
-        return v if ok else _Opaque(t, "")
+        if not ok:
+            return _Opaque(t, "")
+        return float(v) if t == "float" and isinstance(v, int) else v
     if t == "NoneType":
         return None
     if t == "tuple" and depth == 0:

@@ -151,7 +151,7 @@ def describe_value(value: Any, *, text_limit: int, depth: int = 0) -> dict[str, 
     if kind is int:
         return {"t": "int", "v": value if -(2**53) < value < 2**53 else 0}
     if kind is float:
-        return {"t": "float", "v": value if math.isfinite(value) else 0}
+        return {"t": "float", "v": value if math.isfinite(value) else 0.0}  # JSON has no NaN
     if kind is tuple and depth == 0:
         return {
             "t": "tuple",
