@@ -200,3 +200,31 @@ def test_the_jail_judges_a_return_value_as_plain_python_does(
     assert result.reason == expected.reason
     if expected.message is not None:
         assert result.error == expected.message
+
+
+@pytest.mark.parametrize(
+    ("body", "error_type", "error"),
+    [
+        ("return trace['nope'], ''", "KeyError", "KeyError: 'nope'"),
+        ("class E(Exception):\n        def __str__(self):\n            raise ValueError\n"
+         "    raise E()", "E", "E: <exception str() failed>"),
+        ("raise SystemExit(0)", "SystemExit", "SystemExit: 0"),
+        ("raise SystemExit", "SystemExit", "SystemExit"),
+        ("raise SystemExit(type('C', (), {'__str__': lambda s: 1 / 0})())", "SystemExit",
+         "SystemExit: <exception str() failed>"),
+    ],
+)  # fmt: skip
+def test_an_eval_that_raises_is_an_error_of_its_own_type(
+    runner: PythonRunner, body: str, error_type: str, error: str
+) -> None:
+    """Whatever the eval raises, even an exception whose ``__str__`` fails or a SystemExit
+    (an eval must return a verdict, not exit), is the eval's error: never a sandbox failure."""
+    code = f"def eval_x(trace):\n    {body}\n"
+    [result] = runner.execute_batch(code, None, [{"trace_id": "a", "data": {}}]).results
+    assert (result.outcome, result.error_type, result.error) == (Outcome.ERROR, error_type, error)
+
+
+def test_a_script_that_exits_zero_succeeds_as_in_cpython(runner: PythonRunner) -> None:
+    assert runner.execute("print('bye')\nraise SystemExit(0)").success
+    failed = runner.execute("raise SystemExit(3)")
+    assert (failed.success, failed.error) == (False, "SystemExit: 3")

@@ -118,7 +118,11 @@ def user_traceback(exc: BaseException) -> str:
 
 
 def error_message(exc: BaseException) -> str:
-    text = str(exc)
+    """``Type: message``, as the last line of a traceback; user code's ``__str__`` may fail."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception str() failed>"  # what CPython's traceback prints then
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -362,13 +366,13 @@ def _run(context: Context, trace_json: bytes | bytearray | None) -> dict[str, An
     except OutputLimitExceeded as exc:
         result = {"status": "output_limit", "stream": str(exc)}
     except SystemExit as exc:
-        if exc.code in (None, 0):
+        if exc.code in (None, 0) and mode == "script":  # an eval must return, not exit
             result = {"status": "ok"}
         else:
             result = {
                 "status": "error",
                 "error_type": "SystemExit",
-                "error": f"SystemExit: {exc.code}",
+                "error": error_message(exc)[:4096],
                 "traceback": user_traceback(exc),
             }
     except BaseException as exc:
