@@ -228,3 +228,26 @@ def test_a_script_that_exits_zero_succeeds_as_in_cpython(runner: PythonRunner) -
     assert runner.execute("print('bye')\nraise SystemExit(0)").success
     failed = runner.execute("raise SystemExit(3)")
     assert (failed.success, failed.error) == (False, "SystemExit: 3")
+
+
+def test_a_batch_keeps_a_bounded_amount_of_text_whatever_its_evals_print(
+    runner: PythonRunner,
+) -> None:
+    """A megabyte of stdout and a megabyte of reason per trace: past the batch's budget each
+    result keeps a KiB of each, marked; verdicts and outcomes are untouched."""
+    budget = 3_000_000
+    policy_runner = PythonRunner(
+        policy=runner.policy.with_limits(batch_output_bytes=budget), backend=runner.backend
+    )
+    code = "def eval_x(trace):\n    print('o' * 1_000_000)\n    return True, 'r' * 1_000_000\n"
+    batch = policy_runner.execute_batch(
+        code, None, [{"trace_id": str(i), "data": {}} for i in range(12)]
+    )
+    assert [r.passed for r in batch.results] == [True] * 12
+    kept = sum(len(r.stdout) + len(r.reason or "") for r in batch.results)
+    assert kept <= budget + 12 * 2 * 1200
+    cut = [r for r in batch.results if "output budget" in r.stdout]
+    assert len(cut) >= 10
+    assert all(len(r.reason or "") < 1200 and r.reason.startswith("r" * 1024) for r in cut)
+    whole = [r for r in batch.results if len(r.stdout) == 1_000_001]
+    assert len(whole) == 1  # the first result fits (2 M characters), the second does not

@@ -122,6 +122,41 @@ class TraceList(Sequence[TraceItem]):
         return item
 
 
+_TEXT_FIELDS = ("stdout", "stderr", "reason", "error", "traceback")
+#: What each text field of a result keeps once its batch's output budget is spent.
+_OVER_BUDGET_CHARS = 1024
+
+
+class _OutputBudget:
+    """Bounds the text one batch's results keep, whatever its evals print or return.
+
+    Each trace may print up to ``output_bytes`` to each stream and return a reason as long,
+    so a hostile eval over many small traces could otherwise make the host (or the service
+    answering for it) hold gigabytes. Once ``limit`` characters are kept, each later result
+    keeps the first KiB of each field, marked as cut; verdicts and outcomes are never touched.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def apply(self, result: TraceResult) -> TraceResult:
+        texts = {name: getattr(result, name) for name in _TEXT_FIELDS}
+        size = sum(len(text) for text in texts.values() if text)
+        with self._lock:
+            if self._used + size <= self._limit:
+                self._used += size
+                return result
+        marker = f"\n[evaljail: cut, the batch's output budget ({self._limit} characters) is spent]"
+        cut = {
+            name: text[:_OVER_BUDGET_CHARS] + marker
+            for name, text in texts.items()
+            if text and len(text) > _OVER_BUDGET_CHARS
+        }
+        return replace(result, **cut) if cut else result
+
+
 def _source(code: object) -> str:
     """User code as a str, without the byte-order mark an editor may have saved at its start
     (CPython ignores one at the start of a file; ``compile()`` of a str refuses it)."""
@@ -368,9 +403,11 @@ class PythonRunner:
                 raise EvalFunctionNotFoundError(f"code does not parse: {exc}") from exc
         budget_ms = batch_timeout_ms or max(policy.limits.timeout_ms * max(len(items), 1), 60_000)
         deadline = time.monotonic() + budget_ms / 1000
+        output = _OutputBudget(policy.limits.batch_output_bytes)
         future = self._backend.run_traces(
-            code, function_name, items, policy, deadline=deadline, on_result=on_result
-        )
+            code, function_name, items, policy, deadline=deadline,
+            on_result=lambda index, result: on_result(index, output.apply(result)),
+        )  # fmt: skip
         return items, (), future
 
     def iter_batch(

@@ -67,6 +67,9 @@ class Limits:
     timeout_ms: int = 5000
     memory_bytes: int = 50 * _MIB  #: address space above the warm interpreter's baseline
     output_bytes: int = 1 * _MIB  #: stdout and stderr, each
+    #: text a batch's results keep in all (stdout, stderr, reasons, errors, tracebacks); past
+    #: it, each later result keeps the first KiB of each field
+    batch_output_bytes: int = 64 * _MIB
     max_source_bytes: int = 1 * _MIB
     max_nesting: int = 200  #: AST nesting depth accepted by static analysis
     open_files: int = 32
@@ -76,6 +79,7 @@ class Limits:
             ("timeout_ms", 1, 3_600_000),
             ("memory_bytes", 8 * _MIB, 64 * 1024 * _MIB),
             ("output_bytes", 1024, 256 * _MIB),
+            ("batch_output_bytes", 1024, 64 * 1024 * _MIB),
             ("max_source_bytes", 1024, 64 * _MIB),
             ("max_nesting", 10, 10_000),
             ("open_files", 8, 1024),
