@@ -251,3 +251,49 @@ def test_a_batch_keeps_a_bounded_amount_of_text_whatever_its_evals_print(
     assert all(len(r.reason or "") < 1200 and r.reason.startswith("r" * 1024) for r in cut)
     whole = [r for r in batch.results if len(r.stdout) == 1_000_001]
     assert len(whole) == 1  # the first result fits (2 M characters), the second does not
+
+
+_SLOW_EVAL = "def eval_slow(trace):\n    n = 0\n    while n < 600_000:\n        n += 1\n    return True, ''\n"
+_SLOW_TRACES = [{"trace_id": str(i), "data": {}} for i in range(240)]
+
+
+def _executions_once_idle(runner: PythonRunner) -> int:
+    """The pool's execution count once nothing runs or waits (running chunks finish)."""
+    stats = runner.backend.stats  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        s = stats()
+        if s.busy == 0 and s.queued == 0:
+            return int(s.executions)
+        time.sleep(0.05)
+    raise AssertionError("the pool never went idle")
+
+
+def test_closing_a_batch_early_runs_no_more_of_it(runner: PythonRunner) -> None:
+    before = _executions_once_idle(runner)
+    results = runner.iter_batch(_SLOW_EVAL, None, _SLOW_TRACES)
+    taken = [next(results) for _ in range(3)]
+    results.close()
+    ran = _executions_once_idle(runner) - before
+    assert len(taken) == 3
+    # the chunks already running finish (at most a quarter of the batch here); no other starts
+    assert ran < len(_SLOW_TRACES) // 2, ran
+    assert runner.execute("print('next')").stdout == "next\n"
+
+
+def test_cancelling_an_async_batch_runs_no_more_of_it(runner: PythonRunner) -> None:
+    import asyncio
+
+    before = _executions_once_idle(runner)
+
+    async def cancel_soon() -> int:
+        task = asyncio.ensure_future(runner.aexecute_batch(_SLOW_EVAL, None, _SLOW_TRACES))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # wait with the loop still running, as a service would
+        return await asyncio.to_thread(_executions_once_idle, runner)
+
+    ran = asyncio.run(cancel_soon()) - before
+    assert ran < len(_SLOW_TRACES) // 2, ran

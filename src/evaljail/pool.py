@@ -104,6 +104,7 @@ class _Job:
     deadline: float  #: monotonic; the batch budget
     on_raw: Callable[[int, dict[str, Any]], None]
     on_done: Callable[[BaseException | None], None]
+    stop: threading.Event | None = None  #: set: nobody wants the results any more
 
 
 _RESULT_TAG = bytes([RESULT_TAG])
@@ -541,6 +542,8 @@ class Pool:
                     job = queue.popleft()
                     busy = bool(queue)
                 error: BaseException | None = None
+                if job.stop is not None and job.stop.is_set():
+                    continue  # abandoned while it waited: nothing to run, nobody to tell
                 if job.items is not None and time.monotonic() >= job.deadline:
                     for item in job.items:  # the batch budget ran out while this waited
                         job.on_raw(item.index, {"status": "budget", "elapsed_ms": 0.0})
@@ -663,6 +666,7 @@ class Pool:
         *,
         deadline: float,
         on_result: Callable[[int, TraceResult], None],
+        stop: threading.Event | None = None,
     ) -> Future[None]:
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
@@ -681,6 +685,8 @@ class Pool:
         chunk = max(1, min(64, math.ceil(len(items) / (workers * 4))))
 
         def finish_one(index: int, result: TraceResult) -> None:
+            if stop is not None and stop.is_set():
+                return
             with state:
                 if index in delivered:
                     return
@@ -720,7 +726,7 @@ class Pool:
                 job = _Job(
                     profile=profile, mode="eval", code=code, function=function_name,
                     items=part, policy=policy, deadline=deadline, on_raw=on_raw,
-                    on_done=make_on_done(part),
+                    on_done=make_on_done(part), stop=stop,
                 )  # fmt: skip
                 self._submit(job)
                 submitted.append(job)

@@ -303,9 +303,10 @@ class RemoteBackend:
         *,
         deadline: float,
         on_result: Callable[[int, TraceResult], None],
+        stop: threading.Event | None = None,
     ) -> Future[None]:
         timeout_ms = policy.limits.timeout_ms
-        args = (code, function_name, list(items), timeout_ms, deadline, on_result)
+        args = (code, function_name, list(items), timeout_ms, deadline, on_result, stop)
         return self._submit(self._batch, *args)
 
     def _chunks(self, code: str, items: list[TraceItem]) -> Iterator[list[TraceItem]]:
@@ -331,14 +332,19 @@ class RemoteBackend:
         timeout_ms: int,
         deadline: float,
         on_result: Callable[[int, TraceResult], None],
+        stop: threading.Event | None,
     ) -> None:
         for chunk in self._chunks(code, items):
+            if stop is not None and stop.is_set():
+                return
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 for item in chunk:
                     on_result(item.index, _budget_exhausted(item))
                 continue
-            self._stream_chunk(code, function_name, chunk, timeout_ms, remaining_ms, on_result)
+            self._stream_chunk(
+                code, function_name, chunk, timeout_ms, remaining_ms, on_result, stop
+            )
 
     def _stream_chunk(
         self,
@@ -348,6 +354,7 @@ class RemoteBackend:
         timeout_ms: int,
         budget_ms: int,
         on_result: Callable[[int, TraceResult], None],
+        stop: threading.Event | None = None,
     ) -> None:
         head = json.dumps(
             {
@@ -377,6 +384,8 @@ class RemoteBackend:
                     self._whole_batch(json.loads(response.read()), chunk, seen, on_result)
                 else:
                     for line in response.iter_lines():
+                        if stop is not None and stop.is_set():
+                            return  # leaving closes the stream: the service stops the batch
                         if line.strip():
                             self._line(json.loads(line), chunk, seen, on_result, response)
         except httpx.TransportError as exc:

@@ -204,11 +204,14 @@ class Backend(Protocol):
         *,
         deadline: float,
         on_result: Callable[[int, TraceResult], None],
+        stop: threading.Event | None = None,
     ) -> Future[None]:
         """Run the eval over ``items``; call ``on_result(index, result)`` as each finishes.
 
         ``deadline`` is a ``time.monotonic()`` instant: traces not started by then end as
-        timeouts. The future completes when every item has a result.
+        timeouts. The future completes when every item has a result. Once ``stop`` is set
+        (nobody wants the results any more) the backend starts no more traces and reports
+        nothing more; the future may then never complete.
         """
         ...
 
@@ -378,7 +381,9 @@ class PythonRunner:
         timeout: int | None,
         batch_timeout_ms: int | None,
         on_result: Callable[[int, TraceResult], None],
+        stop: threading.Event,
     ) -> tuple[TraceList, tuple[Violation, ...], Future[None]]:
+        """Check and submit a batch; ``stop``, once set, abandons what has not run yet."""
         self._check_open()
         code = _source(code)
         policy = self._policy_for(timeout)
@@ -406,7 +411,7 @@ class PythonRunner:
         output = _OutputBudget(policy.limits.batch_output_bytes)
         future = self._backend.run_traces(
             code, function_name, items, policy, deadline=deadline,
-            on_result=lambda index, result: on_result(index, output.apply(result)),
+            on_result=lambda index, result: on_result(index, output.apply(result)), stop=stop,
         )  # fmt: skip
         return items, (), future
 
@@ -423,22 +428,21 @@ class PythonRunner:
         import queue
 
         q: queue.SimpleQueue[TraceResult | None] = queue.SimpleQueue()
+        stop = threading.Event()
         items, _, future = self._start_batch(
-            code,
-            function_name,
-            traces,
-            timeout,
-            batch_timeout_ms,
-            lambda _i, r: q.put(r),
+            code, function_name, traces, timeout, batch_timeout_ms, lambda _i, r: q.put(r), stop
         )
         future.add_done_callback(lambda _f: q.put(None))
         remaining = len(items)
-        while remaining:
-            result = q.get()
-            if result is None:
-                break
-            remaining -= 1
-            yield result
+        try:
+            while remaining:
+                result = q.get()
+                if result is None:
+                    break
+                remaining -= 1
+                yield result
+        finally:
+            stop.set()  # left early (closed, or an error): run no more of this batch
         future.result()  # re-raise a backend failure
 
     def execute_batch(
@@ -465,11 +469,16 @@ class PythonRunner:
             if on_progress is not None:
                 on_progress(done, total_box[0], result)
 
+        stop = threading.Event()
         items, violations, future = self._start_batch(
-            code, function_name, [*traces], timeout, batch_timeout_ms, on_result
+            code, function_name, [*traces], timeout, batch_timeout_ms, on_result, stop
         )
         total_box[0] = len(items)
-        future.result()
+        try:
+            future.result()
+        except BaseException:  # a backend failure, or the caller interrupted (Ctrl-C)
+            stop.set()
+            raise
         return BatchExecutionResult(
             results=tuple(results[i] for i in range(len(items))),
             total_time_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -488,25 +497,33 @@ class PythonRunner:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[TraceResult | None] = asyncio.Queue()
 
+        stop = threading.Event()
+
         def on_result(_index: int, result: TraceResult) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, result)
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, result)
+            except RuntimeError:  # the loop is closed: nobody is left to read the rest
+                stop.set()
 
         trace_list = [*traces]
         items, _, future = await self._off_loop(
             code,
             lambda: self._start_batch(
-                code, function_name, trace_list, timeout, batch_timeout_ms, on_result
+                code, function_name, trace_list, timeout, batch_timeout_ms, on_result, stop
             ),
         )
         future.add_done_callback(lambda _f: loop.call_soon_threadsafe(q.put_nowait, None))
         wrapped = asyncio.wrap_future(future)
         remaining = len(items)
-        while remaining:
-            result = await q.get()
-            if result is None:
-                break
-            remaining -= 1
-            yield result
+        try:
+            while remaining:
+                result = await q.get()
+                if result is None:
+                    break
+                remaining -= 1
+                yield result
+        finally:
+            stop.set()  # closed early or cancelled (a client that went away): run no more
         await wrapped  # re-raise a backend failure
 
     async def aexecute_batch(
@@ -598,9 +615,12 @@ class MockBackend:
         *,
         deadline: float,
         on_result: Callable[[int, TraceResult], None],
+        stop: threading.Event | None = None,
     ) -> Future[None]:
         future: Future[None] = Future()
         for item in items:
+            if stop is not None and stop.is_set():
+                return future
             data = json.loads(item.data_json)
             if self._responder is not None:
                 result = replace(self._responder(code, data), index=item.index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -426,3 +427,44 @@ def _metric(text: str, name: str) -> float | None:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+# -- clients that leave ----------------------------------------------------------------------
+
+_SLOW = "def eval_slow(trace):\n    n = 0\n    while n < 600_000:\n        n += 1\n    return True, ''\n"
+_SLOW_BATCH = {"code": _SLOW, "traces": [{"trace_id": str(i), "data": {}} for i in range(240)]}
+
+
+def _executions_once_idle(live: Live) -> int:
+    with live.client() as c:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pool = c.get("/health").json()["pool"]
+            if pool["busy"] == 0 and pool["queue"] == 0:
+                return int(pool["executions"])
+            time.sleep(0.05)
+    raise AssertionError("the pool never went idle")
+
+
+def test_a_client_that_times_out_stops_its_batch(live: Live) -> None:
+    """JSON answer: the service notices the disconnect and stops the batch's queued work."""
+    before = _executions_once_idle(live)
+    with live.client() as c, pytest.raises(httpx.ReadTimeout):
+        c.post("/execute/batch", json=_SLOW_BATCH, timeout=1.0)
+    ran = _executions_once_idle(live) - before
+    assert ran < len(_SLOW_BATCH["traces"]) // 2, ran
+    assert "client left; batch stopped" in live.log_tail(200)
+
+
+def test_a_client_that_stops_reading_a_stream_stops_its_batch(live: Live) -> None:
+    before = _executions_once_idle(live)
+    with (
+        live.client() as c,
+        c.stream(
+            "POST", "/execute/batch", json=_SLOW_BATCH, headers={"Accept": "application/x-ndjson"}
+        ) as response,
+    ):
+        lines = response.iter_lines()
+        assert json.loads(next(lines))["type"] == "result"
+    ran = _executions_once_idle(live) - before
+    assert ran < len(_SLOW_BATCH["traces"]) // 2, ran

@@ -194,3 +194,17 @@ def test_same_outcomes_on_every_backend(backend: str, live: Live) -> None:
         Outcome.SPEC_VIOLATION,
     ]
     assert batch.results[2].spec_violation == "non_bool_passed"
+
+
+def test_closing_a_remote_batch_early_stops_it_on_the_service(live: Live) -> None:
+    """The remote backend stops reading and closes the stream; the service stops the batch."""
+    from .test_live import _SLOW, _executions_once_idle
+
+    before = _executions_once_idle(live)
+    traces = [{"trace_id": str(i), "data": {}} for i in range(240)]
+    with _remote(live.url, token=TOKEN) as runner:
+        results = runner.iter_batch(_SLOW, None, traces)
+        assert next(results).success
+        results.close()
+    ran = _executions_once_idle(live) - before
+    assert ran < len(traces) // 2, ran

@@ -21,11 +21,12 @@ one ``create_app`` call and its lifespan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -492,15 +493,20 @@ def create_app(
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
         collected: dict[int, TraceResult] = {}
-        try:
-            if first is not None:
-                collected[first.index] = first
-                state.metrics.observe_execution(first)
-            async for result in results:
-                collected[result.index] = result
-                state.metrics.observe_execution(result)
-        finally:
-            await _aclose(results)
+
+        async def collect() -> None:
+            try:
+                if first is not None:
+                    collected[first.index] = first
+                    state.metrics.observe_execution(first)
+                async for result in results:
+                    collected[result.index] = result
+                    state.metrics.observe_execution(result)
+            finally:
+                await _aclose(results)
+
+        if not await _unless_client_leaves(request, collect()):
+            return Response(status_code=499)  # nobody reads it: the batch was stopped
         ordered = [collected[i] for i in sorted(collected)]
         violations = await _rejection_findings(runner, req.code, ordered)
         counts: dict[str, int] = {}
@@ -557,6 +563,35 @@ def create_app(
             expose_headers=["x-request-id", "retry-after"],
         )
     return app
+
+
+async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work``; cancel it if the client disconnects first (False then).
+
+    A client that gave up on a batch (a timeout, a retry) would otherwise keep the pool busy
+    with traces nobody will read; cancelling the batch's iterator stops them.
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        gone.cancel()
+    if task.cancelled():
+        _log.info("client left; batch stopped", extra={"request_id": request_id_of(request)})
+        return False
+    task.result()  # re-raise what the work raised
+    return True
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body was read already: nothing else can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
