@@ -138,6 +138,16 @@ PAYLOADS: list[tuple[str, str, str]] = [
     ("getattr-typing-sys", "import typing\ngetattr(typing, 'sys').modules", "module-attribute"),
     ("typing-operator-attrgetter", "import typing\ntyping.operator.attrgetter('__class__')(())", "module-attribute"),
     ("numpy-ctypeslib", "import numpy as np\nnp.ctypeslib.ctypes", "module-attribute"),
+    # blocked modules that allowed ones keep under other names (found 2026-11-26)
+    ("re-enum-bltns-exec", f"import re\nre.enum.bltns.exec({_P!r})", "module-attribute"),
+    ("re-enum-bltns-aliased", f"import re\nb = re.enum.bltns\nb.exec({_P!r})", "module-attribute"),
+    ("json-codecs-open", "import json\nprint(json.codecs.open('/etc/passwd').read())", "module-attribute"),
+    ("re-functools", "import re\nre.functools.reduce", "module-attribute"),
+    ("re-enum", "import re\nre.enum.EnumMeta", "module-attribute"),
+    ("typing-types", "import typing\ntyping.types.FunctionType", "module-attribute"),
+    ("from-re-import-enum", "from re import enum\nenum.Enum", "module-attribute"),
+    ("from-json-decoder-chain", "from json import decoder\ndecoder.re.enum", "module-attribute"),
+    ("re-private-sre", "import re\nre._compiler._sre.compile", "module-attribute"),
     # -- string-built attribute names ---------------------------------------------------------
     ("getattr-concat", "getattr((), '__cla' + 'ss__')", "dynamic-attribute"),
     ("getattr-join", "getattr((), ''.join(['__cl', 'ass__']))", "dynamic-attribute"),

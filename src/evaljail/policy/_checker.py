@@ -20,7 +20,12 @@ turns them into :class:`~evaljail.types.Violation` values.
 from __future__ import annotations
 
 import ast
+import builtins
 import enum
+import functools
+import importlib
+import sys
+import types
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -143,6 +148,8 @@ class Checker:
         self._binding_counts: Counter[str] = Counter()
         self._string_assignments: dict[str, str] = {}  # NAME = "literal", any scope
         self._star_import = False  # ``from m import *`` binds names nobody can count
+        self._module_names: dict[str, str] = {}  # name -> module it was bound to by an import
+        self._chains: list[ast.Attribute] = []  # attribute chains rooted at a plain name
         self._fields: dict[type[ast.AST], tuple[str, ...]] = {}
         self._handlers: dict[type[ast.AST], _Handler] = {
             ast.FunctionDef: self._function,  # type: ignore[dict-item]
@@ -198,6 +205,7 @@ class Checker:
                 handler(node, depth, scope)
         self._resolve_names()
         self._resolve_formats()
+        self._resolve_module_chains()
         return self.findings
 
     def _push(self, node: ast.AST | None, depth: int, scope: _Scope) -> None:
@@ -450,6 +458,8 @@ class Checker:
             self.imports.add(alias.name)
             self._check_module(alias.name, alias)
             self._bind(alias.asname or alias.name.split(".")[0], scope, alias)
+            bound = alias.name if alias.asname else alias.name.split(".")[0]
+            self._module_names[alias.asname or bound] = bound
 
     def _import_from(self, node: ast.ImportFrom, depth: int, scope: _Scope) -> None:
         module = node.module or ""
@@ -468,6 +478,7 @@ class Checker:
                     self._check_attribute_name(
                         alias.name, alias, f"'from {module} import {alias.name}': "
                     )
+                    self._check_imported_value(module, alias)
         for alias in node.names:
             if alias.name == "*":
                 self._star_import = True
@@ -478,6 +489,11 @@ class Checker:
 
     def _attribute(self, node: ast.Attribute, depth: int, scope: _Scope) -> None:
         name = node.attr
+        root = node.value
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name):
+            self._chains.append(node)
         if not (name in SUPER_DUNDER_METHODS and _is_super_call(node.value)):
             self._check_attribute_name(name, node)
         if (
@@ -533,6 +549,69 @@ class Checker:
                     node,
                     f"format field '{{{field}}}' reads attribute {normalize(name)!r}",
                 )
+
+    # -- what allowed modules really hold ------------------------------------------------------
+
+    def _forbidden(self, value: object) -> str | None:
+        """Why ``value``, found inside an allowed module, may not be touched (None: it may)."""
+        if isinstance(value, types.ModuleType):
+            if self._policy.allows_import(value.__name__):
+                return None
+            return f"the module {value.__name__!r}, which is not on the import allow-list"
+        name = _blocked_builtin_objects(self._policy.blocked_builtins).get(id(value))
+        return None if name is None else f"the blocked builtin {name!r}"
+
+    def _check_imported_value(self, module: str, alias: ast.alias) -> None:
+        """``from json import codecs``: what the name really is in the allowed module."""
+        if not self._policy.allows_import(module):
+            return
+        holder = _stdlib_module(module)
+        value = getattr(holder, alias.name, None) if holder is not None else None
+        if value is None:
+            return
+        why = self._forbidden(value)
+        if why is not None:
+            if attribute_rule(alias.name) is None:  # else its name was reported already
+                self._report(
+                    "module-attribute", alias, f"'from {module} import {alias.name}' gives {why}"
+                )
+        elif isinstance(value, types.ModuleType):
+            self._module_names[alias.asname or alias.name] = value.__name__
+
+    def _resolve_module_chains(self) -> None:
+        """``re.enum.bltns``, ``typing.types``: follow attribute chains that start at an imported
+        (standard-library, allowed) module through the real objects, and report the first step
+        that reaches a module off the allow-list or a blocked builtin, under whatever name the
+        library keeps it. Names bound otherwise (assignments, arguments) are not followed: the
+        name-based rules and the jail's other layers cover those."""
+        for node in self._chains:
+            attrs: list[str] = []
+            current: ast.expr = node
+            while isinstance(current, ast.Attribute):
+                attrs.append(current.attr)
+                current = current.value
+            assert isinstance(current, ast.Name)
+            module = self._module_names.get(current.id)
+            if module is None or not self._policy.allows_import(module):
+                continue
+            value: object = _stdlib_module(module)
+            if value is None:
+                continue
+            attrs.reverse()
+            for position, attr in enumerate(attrs):
+                if is_dunder(attr):
+                    break  # reported by the dunder rule; never evaluated here
+                try:
+                    value = getattr(value, attr)
+                except Exception:
+                    break
+                why = self._forbidden(value)
+                if why is not None:
+                    # reported once: at the chain's first bad step, unless its name already was
+                    if position == len(attrs) - 1 and attribute_rule(attr) is None:
+                        dotted = ".".join([current.id, *attrs])
+                        self._report("module-attribute", node, f"'{dotted}' is {why}")
+                    break
 
     def _resolve_formats(self) -> None:
         for node, candidates in self._pending_formats:
@@ -597,3 +676,26 @@ class Checker:
             )
             return
         self._check_attribute_name(literal, args[1], f"{function}(..., {normalize(literal)!r}): ")
+
+
+#: Standard-library modules never imported to look inside them (they act on import).
+_NO_IMPORT = frozenset({"this", "antigravity", "turtle", "turtledemo", "tkinter", "idlelib"})
+
+
+@functools.lru_cache(maxsize=256)
+def _stdlib_module(name: str) -> types.ModuleType | None:
+    """The standard-library module ``name``, imported here to see what it holds; None for
+    third-party modules (importing them in the host costs too much), and for the few that
+    act on import."""
+    top = name.split(".")[0]
+    if top not in sys.stdlib_module_names or top in _NO_IMPORT:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _blocked_builtin_objects(blocked: frozenset[str]) -> dict[int, str]:
+    return {id(getattr(builtins, name)): name for name in blocked if hasattr(builtins, name)}

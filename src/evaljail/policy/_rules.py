@@ -260,6 +260,9 @@ MODULE_ATTRIBUTES: frozenset[str] = frozenset(
         "marshal", "pickle", "cPickle", "gc", "inspect", "socket", "posix", "nt",
         "posixsubprocess", "f2py", "distutils", "multiprocessing", "pty", "shutil", "runpy",
         "operator",
+        # blocked modules that allowed ones hold under these names (json.codecs, re.functools,
+        # typing.contextlib, re.enum.bltns: the real builtins module, as enum imports it)
+        "bltns", "codecs", "copyreg", "functools", "contextlib", "warnings", "sre",
     }
 )  # fmt: skip
 
