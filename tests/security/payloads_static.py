@@ -148,6 +148,7 @@ PAYLOADS: list[tuple[str, str, str]] = [
     ("from-re-import-enum", "from re import enum\nenum.Enum", "module-attribute"),
     ("from-json-decoder-chain", "from json import decoder\ndecoder.re.enum", "module-attribute"),
     ("re-private-sre", "import re\nre._compiler._sre.compile", "module-attribute"),
+    ("getattr-re-enum", "import re\ngetattr(re, 'enum').EnumMeta", "module-attribute"),
     # -- string-built attribute names ---------------------------------------------------------
     ("getattr-concat", "getattr((), '__cla' + 'ss__')", "dynamic-attribute"),
     ("getattr-join", "getattr((), ''.join(['__cl', 'ass__']))", "dynamic-attribute"),

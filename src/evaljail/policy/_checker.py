@@ -598,20 +598,29 @@ class Checker:
             if value is None:
                 continue
             attrs.reverse()
-            for position, attr in enumerate(attrs):
-                if is_dunder(attr):
-                    break  # reported by the dunder rule; never evaluated here
-                try:
-                    value = getattr(value, attr)
-                except Exception:
-                    break
-                why = self._forbidden(value)
-                if why is not None:
-                    # reported once: at the chain's first bad step, unless its name already was
-                    if position == len(attrs) - 1 and attribute_rule(attr) is None:
-                        dotted = ".".join([current.id, *attrs])
-                        self._report("module-attribute", node, f"'{dotted}' is {why}")
-                    break
+            found = self._first_forbidden(value, attrs)
+            # reported once: at the chain's first bad step, unless its name already was
+            if (
+                found is not None
+                and found[0] == len(attrs) - 1
+                and attribute_rule(attrs[-1]) is None
+            ):
+                dotted = ".".join([current.id, *attrs])
+                self._report("module-attribute", node, f"'{dotted}' is {found[1]}")
+
+    def _first_forbidden(self, value: object, attrs: list[str]) -> tuple[int, str] | None:
+        """Follow ``attrs`` from ``value``: the first step that may not be touched, and why."""
+        for position, attr in enumerate(attrs):
+            if is_dunder(attr):
+                return None  # reported by the dunder rule; never evaluated here
+            try:
+                value = getattr(value, attr)
+            except Exception:
+                return None
+            why = self._forbidden(value)
+            if why is not None:
+                return position, why
+        return None
 
     def _resolve_formats(self) -> None:
         for node, candidates in self._pending_formats:
@@ -676,6 +685,17 @@ class Checker:
             )
             return
         self._check_attribute_name(literal, args[1], f"{function}(..., {normalize(literal)!r}): ")
+        target = args[0]
+        if not isinstance(target, ast.Name) or attribute_rule(literal) is not None:
+            return
+        module = self._module_names.get(target.id)
+        allowed = module is not None and self._policy.allows_import(module)
+        holder = _stdlib_module(module) if module is not None and allowed else None
+        found = self._first_forbidden(holder, [literal]) if holder is not None else None
+        if found is not None:
+            self._report(
+                "module-attribute", call, f"{function}({target.id}, {literal!r}) is {found[1]}"
+            )
 
 
 #: Standard-library modules never imported to look inside them (they act on import).
