@@ -410,3 +410,18 @@ def test_parser_warnings_are_neither_printed_nor_turned_into_errors() -> None:
         assert len(warnings.filters) == filters_after_first  # idempotent
     assert report.ok
     assert caught == []
+
+
+def test_following_module_chains_never_runs_a_submodule_in_the_host() -> None:
+    """The analyser looks inside standard-library modules to follow attribute chains; source
+    that names ``pkg.__main__`` (or any submodule its package has not loaded) must not make
+    the host import, and so run, it."""
+    import sys
+
+    policy = Policy.core(extra_imports={"unittest"})
+    report = analyze("import unittest.__main__ as m\nx = m.main\n", policy)
+    assert "import-blocked" in {v.rule_id for v in report.violations}
+    assert "unittest.__main__" not in sys.modules
+    # a submodule its package imported itself is followed
+    chained = analyze("from json import decoder\nx = decoder.re.enum\n", Policy())
+    assert [v.rule_id for v in chained.violations] == ["module-attribute"]

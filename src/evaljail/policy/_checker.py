@@ -704,12 +704,17 @@ _NO_IMPORT = frozenset({"this", "antigravity", "turtle", "turtledemo", "tkinter"
 
 @functools.lru_cache(maxsize=256)
 def _stdlib_module(name: str) -> types.ModuleType | None:
-    """The standard-library module ``name``, imported here to see what it holds; None for
-    third-party modules (importing them in the host costs too much), and for the few that
-    act on import."""
+    """The standard-library module ``name``, to see what it holds; None for third-party modules
+    (importing them in the host costs too much) and for the few that act on import.
+
+    Only a top-level module is ever imported here; a submodule is used only if its package
+    has imported it already, so that source naming ``pkg.__main__`` or a test module cannot
+    make the host run it."""
     top = name.split(".")[0]
     if top not in sys.stdlib_module_names or top in _NO_IMPORT:
         return None
+    if "." in name:
+        return sys.modules.get(name)
     try:
         return importlib.import_module(name)
     except Exception:
