@@ -354,7 +354,7 @@ class RemoteBackend:
         timeout_ms: int,
         budget_ms: int,
         on_result: Callable[[int, TraceResult], None],
-        stop: threading.Event | None = None,
+        stop: threading.Event | None,
     ) -> None:
         head = json.dumps(
             {

@@ -484,8 +484,6 @@ def create_app(
         except QueueFullError:
             state.metrics.rejected_busy.inc()
             raise
-        except RecursionError:
-            raise ApiError(422, "invalid_request", "trace data is nested too deeply") from None
         if NDJSON in request.headers.get("accept", ""):
             return StreamingResponse(
                 _stream(state, runner, req.code, first, results, len(traces), started, request),
