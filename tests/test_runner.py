@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from evaljail import Outcome, PythonRunner, Settings
+from evaljail import Outcome, Policy, PythonRunner, Settings
 from evaljail.errors import ConfigurationError, EvalFunctionNotFoundError, PoolClosedError
 from evaljail.policy.contract import check_return
 
@@ -297,3 +297,45 @@ def test_cancelling_an_async_batch_runs_no_more_of_it(runner: PythonRunner) -> N
 
     ran = asyncio.run(cancel_soon()) - before
     assert ran < len(_SLOW_TRACES) // 2, ran
+
+
+_DATES = """from __future__ import annotations
+from datetime import date, datetime
+
+
+def eval_dates(trace: dict) -> tuple[bool, str]:
+    stamp = datetime.strptime(trace["at"], "%Y-%m-%d %H:%M")
+    parts = [stamp.strftime("%d/%m/%Y"), f"{stamp:%H.%M}", str(stamp.timetuple().tm_yday)]
+    return date.today() > stamp.date(), " ".join(parts)
+"""
+
+
+def test_datetime_and_future_imports_work_as_in_cpython(runner: PythonRunner) -> None:
+    """``strftime``, ``strptime``, ``today`` and date format specs import ``time`` and
+    ``_strptime`` from C code, and ``from __future__`` is an import too: none of it may trip
+    the run-time import guard while the modules themselves stay off the allow-list."""
+    assert runner.check(_DATES) == ()
+    namespace: dict[str, object] = {}
+    exec(compile(_DATES, "<eval>", "exec"), namespace)
+    expected = namespace["eval_dates"]({"at": "2024-02-29 13:05"})  # type: ignore[operator]
+    batch = runner.execute_batch(
+        _DATES, None, [{"trace_id": "t", "data": {"at": "2024-02-29 13:05"}}]
+    )
+    (result,) = batch.results
+    assert result.outcome is Outcome.PASSED, (result.error, result.traceback)
+    assert (result.passed, result.reason) == expected == (True, "29/02/2024 13.05 60")
+    script = runner.execute("from __future__ import annotations\nprint('ok')")
+    assert (script.success, script.output) == (True, "ok\n"), script.error
+
+
+@pytest.mark.parametrize("module", ["time", "_strptime"])
+def test_the_runtime_s_own_imports_are_not_the_user_s(module: str) -> None:
+    """What C code may import is still refused to an ``import`` statement (static analysis
+    off, so that the run-time guard answers)."""
+    with PythonRunner(
+        policy=Policy(static_analysis=False), settings=Settings(pool_min_size=1, pool_max_size=1)
+    ) as unguarded:
+        for code in (f"import {module}", f"from {module} import *"):
+            result = unguarded.execute(code)
+            assert result.outcome is Outcome.ERROR and result.error_type == "ImportError", code
+            assert f"import of '{module}' is not allowed" in (result.error or "")

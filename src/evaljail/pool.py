@@ -342,7 +342,9 @@ class Pool:
         self._jailed = caps.layer("namespaces").enabled
         if caps.seccomp_program is not None:  # split in two: see CHILD_DENIED_SYSCALLS
             self._seccomp_hex = build_program(ZYGOTE_DENIED_SYSCALLS).bpf.hex()
-            self._child_seccomp_hex = build_program(CHILD_DENIED_SYSCALLS).bpf.hex()
+            self._child_seccomp_hex = build_program(
+                CHILD_DENIED_SYSCALLS, arg_rules=(), unknown_from=None
+            ).bpf.hex()
         self._started = True
         # Fail fast and loudly: wait here for the first worker, started by its own thread.
         first_ready = threading.Event()
@@ -364,7 +366,8 @@ class Pool:
             self._grow(Profile.SCIENTIFIC)
 
     def self_test(self) -> None:
-        """Prove the confinement on a real execution: no host files, no sockets, no fork.
+        """Prove the confinement on a real execution: no host files, no host sysctls, no
+        sockets, no fork.
 
         Runs with static analysis off (layer 1 must not be what stops it) and raises
         IsolationUnavailableError if any door is open.
@@ -374,6 +377,8 @@ class Pool:
             "try:\n    os.stat('/etc/passwd')\n    open_doors.append('host /etc')\n"
             "except OSError:\n    pass\n"
             "try:\n    os.fork()\n    open_doors.append('fork')\nexcept OSError:\n    pass\n"
+            "if os.access('/proc/sys/kernel/core_pattern', os.W_OK):\n"
+            "    open_doors.append('host sysctls')\n"
             "_socket = sys.modules['importlib'].import_module('_socket')\n"
             "try:\n    _socket.socket()\n    open_doors.append('socket')\n"
             "except OSError:\n    pass\n"

@@ -1441,7 +1441,7 @@ class SandboxNamespace:
         """
         if self._seccomp_bpf is None:
             try:
-                self._seccomp_bpf = build_program(SANDBOX_DENIED_SYSCALLS).bpf
+                self._seccomp_bpf = build_program(SANDBOX_DENIED_SYSCALLS, arg_rules=()).bpf
             except IsolationError:
                 self._seccomp_bpf = b""
         if not self._seccomp_bpf:

@@ -14,8 +14,8 @@ def test_golden_minimal_spec() -> None:
         "--unshare-cgroup-try", "--unshare-net", "--uid", "65534", "--gid", "65534",
         "--hostname", "evaljail", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--clearenv", "--setenv", "PATH", "/usr/bin", "--ro-bind-try", "/lib", "/lib",
-        "--ro-bind", "/opt/py", "/opt/py", "--proc", "/proc", "--dev", "/dev",
-        "--chdir", "/", "--", "python", "-I",
+        "--ro-bind", "/opt/py", "/opt/py", "--proc", "/proc", "--remount-ro", "/proc",
+        "--dev", "/dev", "--chdir", "/", "--", "python", "-I",
     ]  # fmt: skip
 
 
@@ -35,10 +35,10 @@ def test_worker_jail_exposes_no_home_etc_or_checkout() -> None:
     assert "/etc" not in binds and "/home" not in binds and "/" not in binds
     assert all(not b.endswith("/src") for b in binds)
     assert JAIL_WORKER_DIR in argv
-    assert argv[argv.index("--remount-ro") : argv.index("--remount-ro") + 2] == [
-        "--remount-ro",
-        "/",
-    ]
+    remounted = [argv[i + 1] for i, a in enumerate(argv) if a == "--remount-ro"]
+    assert {"/", "/dev", "/proc"} <= set(remounted)
+    at = argv.index("--proc")  # mounted, then made read-only: host sysctls stay out of reach
+    assert argv[at : at + 4] == ["--proc", "/proc", "--remount-ro", "/proc"]
     assert "--tmpfs" not in argv  # nothing writable for the core profile
     assert "--bind" not in argv
 

@@ -199,6 +199,18 @@ def test_runtime_and_system_are_read_only(shared_namespace: SandboxNamespace) ->
     assert not Path(f"{prefix}/PWNED").exists()
 
 
+def test_kernel_settings_are_read_only(shared_namespace: SandboxNamespace) -> None:
+    """When the service runs as root, the jail's user is root outside, and the kernel lets
+    that uid write host-wide sysctls without any capability: /proc is mounted read-only."""
+    sandbox = get_sandbox(shared_namespace, "sysctl")
+    targets = ("/proc/sys/kernel/printk_ratelimit_burst", "/proc/sys/kernel/core_pattern",
+               "/proc/self/oom_score_adj")  # fmt: skip
+    for target in targets:  # each writes back what it read: harmless should it ever work
+        result = sandbox.exec(f'v="$(cat {target})" && echo "$v" > {target} && echo PWNED')
+        assert "PWNED" not in result.stdout, target
+        assert "Read-only file system" in result.stderr, (target, result.stderr)
+
+
 def test_hard_link_to_a_runtime_file_is_refused(shared_namespace: SandboxNamespace) -> None:
     sandbox = get_sandbox(shared_namespace, "hardlink")
     result = sandbox.exec("ln /etc/passwd hl && echo PWNED; ln /usr/bin/env hl2 && echo PWNED")

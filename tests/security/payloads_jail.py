@@ -115,9 +115,60 @@ PAYLOADS: list[JailPayload] = [
     _p("threads", "process",
        "threading = real_import('threading')\n"
        "threading.Thread(target=lambda: None).start()\nprint('ESCAPED')", "error:RuntimeError"),
-    _p("parent-memory", "process",
-       "f = json.codecs.open(f'/proc/{{os.getppid()}}/mem', 'r+b')\nprint('ESCAPED')",
+    _p("parent-memory", "process",  # the zygote is not dumpable
+       "f = json.codecs.open(f'/proc/{{os.getppid()}}/mem', 'rb')\nprint('ESCAPED')",
        "error:PermissionError"),
+    _p("parent-memory-write", "process",  # and /proc is read-only
+       "f = json.codecs.open(f'/proc/{{os.getppid()}}/mem', 'r+b')\nprint('ESCAPED')",
+       "error:OSError"),
+    # -- the zygote and later executions, without kill() --------------------------------------
+    _p("sigio-kill-parent", "process",
+       "fcntl = real_import('fcntl')\nr, w = os.pipe()\n"
+       "fcntl.fcntl(r, fcntl.F_SETOWN, os.getppid())\nfcntl.fcntl(r, 10, 9)\n"
+       "fcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC | os.O_NONBLOCK)\nos.write(w, b'x')\n"
+       "print('ESCAPED')", "error:PermissionError"),
+    _p("sigio-owner-high-bits", "process",  # the kernel reads cmd as 32 bits: so must the filter
+       "ctypes = real_import('ctypes')\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+       "r, w = os.pipe()\n"
+       "rc = libc.syscall(72, r, ctypes.c_uint64(8 | (1 << 32)), os.getppid())\n"
+       "print('ESCAPED' if rc == 0 else 'blocked')", "ok"),
+    _p("fiosetown-parent", "process",
+       "ctypes = real_import('ctypes')\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+       "r, w = os.pipe()\npid = ctypes.c_int(os.getppid())\n"
+       "rc = libc.ioctl(r, 0x8901, ctypes.byref(pid))\n"
+       "print('ESCAPED' if rc == 0 else 'blocked')", "ok"),
+    _p("renice-parent", "process",
+       "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)\nprint('ESCAPED')",
+       "error:PermissionError"),
+    _p("idle-schedule-parent", "process",
+       "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))\nprint('ESCAPED')",
+       "error:PermissionError"),
+    _p("pin-parent", "process",
+       "os.sched_setaffinity(os.getppid(), {{0}})\nprint('ESCAPED')", "error:PermissionError"),
+    _p("prlimit-parent", "process",
+       "resource = real_import('resource')\n"
+       "resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (5, 5))\nprint('ESCAPED')",
+       "error:PermissionError"),
+    _p("parent-oom-score", "process",
+       "fd = os.open(f'/proc/{{os.getppid()}}/oom_score_adj', os.O_WRONLY)\nprint('ESCAPED')",
+       "error:OSError"),
+    _p("sysv-shm", "process",  # IPC objects would outlive the execution, outside RLIMIT_AS
+       "ctypes = real_import('ctypes')\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+       "shm = libc.shmget(0x5EC12E7, 4096, 0o1000 | 0o666)\n"
+       "mq = libc.mq_open(b'/evaljail', os.O_CREAT | os.O_RDWR, 0o666, None)\n"
+       "sem = libc.semget(0x5EC12E7, 1, 0o1000 | 0o666)\n"
+       "print('ESCAPED' if max(shm, mq, sem) >= 0 else 'blocked')", "ok"),
+    # -- kernel surface ------------------------------------------------------------------------
+    _p("write-host-sysctl", "kernel",  # the jail's user is root outside when the service is
+       "fd = os.open('/proc/sys/kernel/core_pattern', os.O_WRONLY)\nprint('ESCAPED')",
+       "error:OSError"),
+    _p("fchmodat2", "kernel",  # Linux 6.6+: newer than the filter's name list
+       "ctypes = real_import('ctypes')\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+       "rc = libc.syscall(452, -100, b'/', 0o755, 0)\n"
+       "print('blocked' if rc == -1 and ctypes.get_errno() == 38 else 'ESCAPED')", "ok"),
+    _p("inotify-runtime", "kernel",
+       "ctypes = real_import('ctypes')\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+       "print('ESCAPED' if libc.inotify_init1(0) >= 0 else 'blocked')", "ok"),
     # -- kernel surface through ctypes ----------------------------------------------------------
     _p("ctypes-ptrace", "kernel",
        "ctypes = real_import('ctypes')\nlibc = ctypes.CDLL(None, use_errno=True)\n"

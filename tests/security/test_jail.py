@@ -325,3 +325,46 @@ def test_the_scientific_tmp_is_sealed_wherever_the_runtime_lives() -> None:
         assert "PermissionError" in result.stdout
     finally:
         runner.close()
+
+
+_ANSWER_THEN_LINGER = (
+    "import json\n"
+    "sys = json.codecs.sys\n"
+    "os = sys.modules['os']\n"
+    "imp = sys.modules['importlib'].import_module\n"
+    "struct, time = imp('struct'), imp('time')\n"
+    "body = json.dumps({'status': 'ok', 'stdout': f'pid {os.getpid()}', 'stderr': ''}).encode()\n"
+    "for fd in range(3, 32):\n"
+    "    try:\n"
+    "        os.write(fd, struct.pack('>I', len(body)) + body)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "time.sleep(20)  # asleep: its CPU limit never fires, its deadline is far away\n"
+)
+
+_PROCESS_STATE = (
+    "import json\n"
+    "os = json.codecs.sys.modules['os']\n"
+    "try:\n"
+    "    print(json.codecs.open('/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0])\n"
+    "except OSError:\n"
+    "    print('gone')\n"
+)
+
+
+def test_an_execution_that_answers_early_does_not_outlive_its_answer() -> None:
+    """A child may write its own result frame and then try to stay: it would share the worker
+    with the executions that follow (other tenants') and could meddle with them. The zygote
+    kills it as soon as it has its answer."""
+    with PythonRunner(
+        policy=Policy(static_analysis=False),
+        settings=Settings(pool_min_size=1, pool_max_size=1),  # the next run: the same zygote
+    ) as runner:
+        started = time.monotonic()
+        lingering = runner.execute(_ANSWER_THEN_LINGER, timeout=20_000)
+        assert time.monotonic() - started < 5
+        assert lingering.outcome is Outcome.OK and lingering.stdout.startswith("pid "), lingering
+        pid = int(lingering.stdout.split()[1])
+        state = runner.execute(_PROCESS_STATE.replace("{pid}", str(pid)))
+        assert state.outcome is Outcome.OK, state.error
+        assert state.stdout.strip() in {"gone", "Z"}, f"pid {pid} is still {state.stdout!r}"

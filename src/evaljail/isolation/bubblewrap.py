@@ -104,7 +104,9 @@ def build_args(spec: BwrapSpec, command: Sequence[str], *, bwrap: str = "bwrap")
     for target, path in spec.symlinks:
         args += ["--symlink", target, path]
     if spec.proc:
-        args += ["--proc", "/proc"]
+        # Read-only: when the service runs as root, the jail's user is root outside, and the
+        # kernel lets root's uid write host-wide sysctls (/proc/sys) without any capability.
+        args += ["--proc", "/proc", "--remount-ro", "/proc"]
     if spec.dev:
         args += ["--dev", "/dev"]
     args += ["--chdir", spec.chdir, *spec.extra_args, "--", *command]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from dataclasses import dataclass
 
@@ -20,8 +21,11 @@ from ..errors import IsolationError
 __all__ = [
     "CHILD_DENIED_SYSCALLS",
     "DENIED_SYSCALLS",
+    "EVAL_ARG_RULES",
+    "FIRST_UNKNOWN_SYSCALL",
     "SANDBOX_DENIED_SYSCALLS",
     "ZYGOTE_DENIED_SYSCALLS",
+    "ArgRule",
     "SeccompProgram",
     "build_program",
     "libseccomp_version",
@@ -55,7 +59,18 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "mbind", "set_mempolicy", "seccomp",
     # metadata of the few writable paths (the scientific profile's sealed /tmp): no unsealing
     "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
-    "futimesat", "utimensat",
+    "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
+    "lremovexattr", "fremovexattr",
+    # IPC objects live in the worker's IPC namespace, not the child's: they would outlive the
+    # execution (state for the next one) and their memory escapes RLIMIT_AS
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget",
+    "semop", "semtimedop", "semctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+    "mq_notify", "mq_getsetattr",
+    # other processes' scheduling (the zygote's would be inherited by every later child)
+    "setpriority", "sched_setscheduler", "sched_setparam", "sched_setattr", "sched_setaffinity",
+    "ioprio_set",
+    # watching the runtime's files: a side channel on what the host does
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
 )  # fmt: skip
 
 #: What a zygote keeps to manage its children: fork them (``clone``) and kill them. The
@@ -73,12 +88,60 @@ ZYGOTE_DENIED_SYSCALLS: tuple[str, ...] = tuple(
 #: For named sandboxes, whose shell commands must fork and exec: the kernel surface only.
 SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = _KERNEL_SURFACE
 
+#: System calls from this number up are newer than anything the runtime uses (Linux 6.6+:
+#: ``fchmodat2``, ``cachestat``, ``mseal``, the ``*xattrat`` family ...; the number is the same
+#: on every architecture since 5.1). A filter answers them ``ENOSYS``, as a kernel that lacks
+#: them would, so C libraries fall back to the older calls (which the filter does see).
+FIRST_UNKNOWN_SYSCALL = 450
+_LAST_SYSCALL = 511
+
+
+@dataclass(frozen=True, slots=True)
+class ArgRule:
+    """Deny ``syscall`` when its argument ``arg`` matches: ``ne`` (64-bit ``!= value``) or
+    ``masked_eq`` (``arg & 0xffffffff == value``: the kernel reads these as 32-bit ints, so
+    high bits must not slip a value past the filter)."""
+
+    syscall: str
+    arg: int
+    op: str
+    value: int
+
+
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX, _F_SETLEASE, _F_NOTIFY = 8, 10, 15, 1024, 1026
+_FIOSETOWN, _SIOCSPGRP = 0x8901, 0x8902
+
+#: Argument-level denials for eval executions. ``kill`` is denied, but a descriptor's owner
+#: gets a signal of the owner's choosing (``F_SETOWN`` + ``F_SETSIG``): that would reach the
+#: zygote and later children. ``prlimit64`` only on the calling process (pid 0).
+EVAL_ARG_RULES: tuple[ArgRule, ...] = (
+    *(ArgRule("fcntl", 1, "masked_eq", cmd)
+      for cmd in (_F_SETOWN, _F_SETSIG, _F_SETOWN_EX, _F_SETLEASE, _F_NOTIFY)),
+    *(ArgRule("ioctl", 1, "masked_eq", cmd) for cmd in (_FIOSETOWN, _SIOCSPGRP)),
+    ArgRule("prlimit64", 0, "ne", 0),
+)  # fmt: skip
+
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_KILL_PROCESS = 0x80000000
 
 
 def _scmp_act_errno(errno: int) -> int:
     return 0x00050000 | (errno & 0x0000FFFF)
+
+
+class _ArgCmp(ctypes.Structure):
+    """``struct scmp_arg_cmp``."""
+
+    _fields_ = (
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    )
+
+
+_SCMP_CMP_NE = 1
+_SCMP_CMP_MASKED_EQ = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +172,10 @@ def _load() -> ctypes.CDLL:
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add.restype = ctypes.c_int
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_rule_add_array.restype = ctypes.c_int
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)
+    ]  # fmt: skip
     lib.seccomp_export_bpf.restype = ctypes.c_int
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_attr_set.restype = ctypes.c_int
@@ -133,10 +200,17 @@ def libseccomp_version() -> str | None:
 
 _SCMP_FLTATR_ACT_BADARCH = 2
 _SCMP_FLTATR_CTL_NNP = 3
+_SCMP_FLTATR_CTL_OPTIMIZE = 8  # libseccomp >= 2.5; 2 = a binary tree over syscall numbers
 
 
-def build_program(denied: tuple[str, ...] = DENIED_SYSCALLS) -> SeccompProgram:
-    """Compile the filter: allow by default, ``EPERM`` for ``denied``, kill on a foreign arch."""
+def build_program(
+    denied: tuple[str, ...] = DENIED_SYSCALLS,
+    *,
+    arg_rules: tuple[ArgRule, ...] = EVAL_ARG_RULES,
+    unknown_from: int | None = FIRST_UNKNOWN_SYSCALL,
+) -> SeccompProgram:
+    """Compile the filter: allow by default, ``EPERM`` for ``denied`` and ``arg_rules``,
+    ``ENOSYS`` from ``unknown_from`` up, kill on a foreign architecture."""
     lib = _load()
     ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
     if not ctx:
@@ -145,6 +219,7 @@ def build_program(denied: tuple[str, ...] = DENIED_SYSCALLS) -> SeccompProgram:
         # The child sets no_new_privs itself; a foreign architecture kills the process.
         lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_NNP, 0)
         lib.seccomp_attr_set(ctx, _SCMP_FLTATR_ACT_BADARCH, _SCMP_ACT_KILL_PROCESS)
+        lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_OPTIMIZE, 2)  # older libseccomp: linear
         known: list[str] = []
         for name in denied:
             nr = lib.seccomp_syscall_resolve_name(name.encode())
@@ -154,6 +229,26 @@ def build_program(denied: tuple[str, ...] = DENIED_SYSCALLS) -> SeccompProgram:
             if rc < 0:
                 raise IsolationError(f"seccomp_rule_add({name}) failed: {os.strerror(-rc)}")
             known.append(name)
+        for rule in arg_rules:
+            nr = lib.seccomp_syscall_resolve_name(rule.syscall.encode())
+            if nr < 0:
+                continue
+            if rule.op == "ne":
+                cmp = _ArgCmp(rule.arg, _SCMP_CMP_NE, rule.value, 0)
+            else:
+                cmp = _ArgCmp(rule.arg, _SCMP_CMP_MASKED_EQ, 0xFFFFFFFF, rule.value)
+            rc = lib.seccomp_rule_add_array(ctx, _scmp_act_errno(1), nr, 1, ctypes.byref(cmp))
+            if rc < 0:
+                raise IsolationError(f"seccomp rule on {rule.syscall} failed: {os.strerror(-rc)}")
+        if unknown_from is not None:
+            named = {lib.seccomp_syscall_resolve_name(n.encode()) for n in known}
+            for nr in range(unknown_from, _LAST_SYSCALL + 1):
+                if nr not in named:
+                    rc = lib.seccomp_rule_add(ctx, _scmp_act_errno(errno.ENOSYS), nr, 0)
+                    if rc < 0:
+                        raise IsolationError(
+                            f"seccomp rule on syscall {nr} failed: {os.strerror(-rc)}"
+                        )
         read_fd, write_fd = os.pipe()
         try:
             rc = lib.seccomp_export_bpf(ctx, write_fd)

@@ -99,6 +99,14 @@ def _guarded_attr_fn(real: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+#: Modules the runtime's own C code imports on first use: ``datetime``'s ``strftime``,
+#: ``today``, ``timetuple`` and date format specs import ``time``; ``strptime`` imports
+#: ``_strptime``. C code imports through ``PyImport_Import``, which calls ``__import__`` with
+#: the caller's globals and an empty *list* as ``fromlist``; an ``import`` statement passes
+#: None or a tuple. Only that signature, and only these names, get past the allow-list.
+_RUNTIME_IMPORTS = frozenset({"time", "_strptime"})
+
+
 def _make_import(
     allowed: frozenset[str], real_import: Callable[..., ModuleType]
 ) -> Callable[..., ModuleType]:
@@ -111,6 +119,10 @@ def _make_import(
     ) -> ModuleType:
         if level != 0:
             raise ImportError("relative imports are not allowed")
+        if name == "__future__":  # ``from __future__ import annotations``: a compiler directive
+            return real_import(name, globals, locals, fromlist, 0)
+        if type(fromlist) is list and not fromlist and name in _RUNTIME_IMPORTS:
+            return real_import(name, globals, locals, fromlist, 0)
         if not isinstance(name, str) or name.split(".")[0] not in allowed:
             raise ImportError(f"import of {name!r} is not allowed", name=str(name))
         module = real_import(name, globals, locals, fromlist, 0)

@@ -63,7 +63,9 @@ _REHEARSAL: dict[str, Any] = {
 _RESULT_SLACK_BYTES = 1024 * 1024
 _BUILTINS_CACHE_SIZE = 16
 #: Modules every child may need on its error paths: import them once, here.
-_ALWAYS_PRELOAD = ("traceback", "linecache", "ast", "marshal", "unicodedata")
+#: ``_strptime``: what ``datetime.strptime`` imports on first use (see ``guard``), loaded once
+#: here rather than from disk in every child that parses a timestamp.
+_ALWAYS_PRELOAD = ("traceback", "linecache", "ast", "marshal", "unicodedata", "_strptime")
 
 
 class _Spare:
@@ -468,6 +470,11 @@ class _Zygote:
         os.close(child.result_fd)
         if size >= 0 and killed is None:
             elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+            # Answered: it has nothing left to do. Killed now, before anything else is forked,
+            # so that it cannot stay behind (sleeping, under its CPU limit) to meddle with the
+            # executions that follow.
+            with contextlib.suppress(OSError):
+                os.kill(child.pid, signal.SIGKILL)
             self.to_reap.append((child.pid, max(deadline, time.perf_counter() + 0.1)))
             return size, elapsed_ms
         # no complete result: the child is dead, stuck or lying: kill it and ask the kernel
