@@ -201,6 +201,39 @@ PAYLOADS: list[tuple[str, str, str]] = [
     ("instancecheck-lambda", "class M(type):\n    __instancecheck__ = lambda c, o: True", "isinstance-hook"),
     ("instancecheck-type-dict", "M = type('M', (type,), {'__instancecheck__': lambda c, o: True})", "isinstance-hook"),
     ("subclasscheck-def", "class M(type):\n    def __subclasscheck__(cls, sub):\n        return True", "isinstance-hook"),
+    # -- class patterns with a hidden __match_args__ and a lenient isinstance (red team) ------
+    (
+        "match-hashable-subclasshook",
+        "import typing, json\nclass Any(typing.Hashable):\n    @classmethod\n"
+        "    def __subclasshook__(cls, C):\n        return True\n"
+        "    [__match_args__] = [('__globals__',)]\n"
+        "match json.dumps:\n    case Any(g):\n"
+        f"        g['__builtins__']['exec']({_P!r})",
+        "class-pattern",
+    ),
+    (
+        "match-namedtuple-fields-register",
+        "import typing\nclass Fields(typing.NamedTuple):\n    gi_frame: object\n"
+        "class Any(Fields, typing.Hashable):\n    pass\n"
+        "def gen():\n    yield 1\ng = gen()\nAny.register(type(g))\n"
+        "match g:\n    case Any(fr):\n        print(fr)",
+        "class-pattern",
+    ),
+    (
+        "match-args-for-target",
+        "M = type('M', (type,), dict([('__instancecheck__', lambda c, o: True)]))\n"
+        "class Any(metaclass=M):\n    for __match_args__ in [('__class__',)]:\n        pass\n"
+        "match ():\n    case Any(t):\n        print(t)",
+        "class-pattern",
+    ),
+    ("match-rebound-builtin", "str = type('S', (), {})\nmatch 1:\n    case str(x):\n        pass", "class-pattern"),
+    ("match-keyword-format", "fmt = '{0.__glo' + 'bals__}'\nmatch fmt:\n    case str(format=f):\n        print(f(len))", "dynamic-format-string"),
+    ("getattr-format-method", "fmt = '{0.__glo' + 'bals__}'\nf = getattr(fmt, 'format')\nprint(f(len))", "dynamic-format-string"),
+    # -- blocked modules and the real open inside third-party packages -------------------------
+    ("numpy-datasource-open", "import numpy\nnumpy.lib._datasource._open('/proc/self/status')", "introspection-attribute"),
+    ("matplotlib-logging-io", "import matplotlib\nmatplotlib.logging.io.open('/proc/self/status')", "module-attribute"),
+    ("pandas-common-dis", "import pandas\nprint(pandas.core.common.dis)", "module-attribute"),
+    ("matplotlib-currentframe", "import matplotlib\nprint(matplotlib.logging.currentframe())", "module-attribute"),
     # -- library functions that evaluate strings with the real builtins ----------------------
     (
         "forwardref-evaluate",
@@ -214,6 +247,8 @@ PAYLOADS: list[tuple[str, str, str]] = [
     ),
     ("from-typing-import-forwardref", "from typing import ForwardRef", "string-evaluation"),
     ("pandas-eval", "import pandas as pd\npd.eval('1 + 1')", "string-evaluation"),
+    ("pandas-query", "import pandas as pd\npd.DataFrame({'a': [1]}).query('a > 0', engine='python')", "string-evaluation"),
+    ("class-body-global-getattr", "def f(obj, name):\n    getattr = None\n    class A:\n        global getattr\n        r = getattr(obj, name)\n    return A.r", "dynamic-attribute"),
     # -- not Python at all ----------------------------------------------------------------------
     ("syntax-error", "def f(:\n    pass", "syntax-error"),
     ("null-byte", "x = 1\0", "syntax-error"),

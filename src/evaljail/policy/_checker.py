@@ -42,6 +42,7 @@ from ._rules import (
     MODULE_ATTRIBUTES,
     RULES,
     SAFE_DUNDER_NAMES,
+    SELF_MATCHING_TYPES,
     SUPER_DUNDER_METHODS,
     attribute_rule,
     is_dunder,
@@ -91,11 +92,10 @@ class _Scope:
         """False only when a function-like scope is certain to shadow the builtin ``name``."""
         scope: _Scope | None = self
         while scope is not None:
-            if scope.kind in (_Kind.FUNCTION, _Kind.COMPREHENSION):
-                if name in scope.declared_global:
-                    return True
-                if name in scope.bound:
-                    return False
+            if name in scope.declared_global:  # a class body's ``global`` too
+                return True
+            if scope.kind in (_Kind.FUNCTION, _Kind.COMPREHENSION) and name in scope.bound:
+                return False
             scope = scope.parent
         return True
 
@@ -150,6 +150,8 @@ class Checker:
         self._star_import = False  # ``from m import *`` binds names nobody can count
         self._module_names: dict[str, str] = {}  # name -> module it was bound to by an import
         self._chains: list[ast.Attribute] = []  # attribute chains rooted at a plain name
+        self._self_matching: list[ast.Name] = []  # ``case str(s)``: the builtin, unless rebound
+        self._format_fields: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._fields: dict[type[ast.AST], tuple[str, ...]] = {}
         self._handlers: dict[type[ast.AST], _Handler] = {
             ast.FunctionDef: self._function,  # type: ignore[dict-item]
@@ -206,6 +208,7 @@ class Checker:
         self._resolve_names()
         self._resolve_formats()
         self._resolve_module_chains()
+        self._resolve_class_patterns()
         return self.findings
 
     def _push(self, node: ast.AST | None, depth: int, scope: _Scope) -> None:
@@ -389,6 +392,32 @@ class Checker:
         # ``case C(attr=p)`` reads ``subject.attr``: a getattr in disguise.
         for name in node.kwd_attrs:
             self._check_attribute_name(name, node, f"class pattern keyword {name}=: ")
+            if normalize(name) in FORMAT_METHODS:
+                self._report(
+                    "dynamic-format-string",
+                    node,
+                    f"class pattern keyword {name}= captures a format method; the format "
+                    "string it is given is not checked",
+                )
+        # ``case C(p)`` reads ``subject.<C.__match_args__[0]>``. __match_args__ can be made in
+        # too many ways (NamedTuple fields, loops, type() with a built dict ...) and isinstance
+        # faked in too many (ABC.register, __subclasshook__ ...) to follow: only builtin types,
+        # which bind the subject itself, take a positional sub-pattern.
+        if node.patterns:
+            cls = node.cls
+            if (
+                isinstance(cls, ast.Name)
+                and cls.id in SELF_MATCHING_TYPES
+                and len(node.patterns) == 1
+                and scope.may_be_builtin(cls.id)
+            ):
+                self._self_matching.append(cls)
+            else:
+                self._report(
+                    "class-pattern",
+                    node.patterns[0],
+                    f"positional sub-pattern in 'case {ast.unparse(cls)}(...)'",
+                )
         self._children(node, depth, scope)
 
     def _assign(
@@ -537,18 +566,22 @@ class Checker:
         self._pending_formats.append((node, candidates))
 
     def _check_format(self, fmt: str, node: ast.AST, method: str) -> None:
-        fields: Iterable[tuple[str, str]]
-        if method == "get_field":  # Formatter().get_field("0.attr", args, kwargs)
-            fields = [(fmt, name) for name in field_attributes(fmt)]
-        else:
-            fields = format_attributes(fmt)
-        for field, name in fields:
-            if attribute_rule(name) is not None:
-                self._report(
-                    "format-string-attribute",
-                    node,
-                    f"format field '{{{field}}}' reads attribute {normalize(name)!r}",
-                )
+        key = (fmt, "get_field" if method == "get_field" else "format")
+        bad = self._format_fields.get(key)  # one constant may be used many times: parse once
+        if bad is None:
+            fields: Iterable[tuple[str, str]]
+            if method == "get_field":  # Formatter().get_field("0.attr", args, kwargs)
+                fields = [(fmt, name) for name in field_attributes(fmt)]
+            else:
+                fields = format_attributes(fmt)
+            bad = [(f, n) for f, n in fields if attribute_rule(n) is not None]
+            self._format_fields[key] = bad
+        for field, name in bad:
+            self._report(
+                "format-string-attribute",
+                node,
+                f"format field '{{{field}}}' reads attribute {normalize(name)!r}",
+            )
 
     # -- what allowed modules really hold ------------------------------------------------------
 
@@ -583,30 +616,47 @@ class Checker:
         (standard-library, allowed) module through the real objects, and report the first step
         that reaches a module off the allow-list or a blocked builtin, under whatever name the
         library keeps it. Names bound otherwise (assignments, arguments) are not followed: the
-        name-based rules and the jail's other layers cover those."""
-        for node in self._chains:
-            attrs: list[str] = []
-            current: ast.expr = node
-            while isinstance(current, ast.Attribute):
-                attrs.append(current.attr)
-                current = current.value
-            assert isinstance(current, ast.Name)
-            module = self._module_names.get(current.id)
-            if module is None or not self._policy.allows_import(module):
+        name-based rules and the jail's other layers cover those.
+
+        A chain's outer nodes were recorded before its inner ones, so in reverse each node
+        extends an already resolved one by a single step: linear in the source's size."""
+        resolved: dict[int, object] = {}  # id(node) -> what it names; absent: not followed
+        for node in reversed(self._chains):
+            base = node.value
+            value: object
+            if isinstance(base, ast.Name):
+                module = self._module_names.get(base.id)
+                if module is None or not self._policy.allows_import(module):
+                    continue
+                value = _stdlib_module(module)
+                if value is None:
+                    continue
+            elif id(base) in resolved:
+                value = resolved[id(base)]
+            else:
                 continue
-            value: object = _stdlib_module(module)
-            if value is None:
+            if is_dunder(node.attr):
+                continue  # reported by the dunder rule; never evaluated here
+            try:
+                value = getattr(value, node.attr)
+            except Exception:  # noqa: S112 - an AttributeError at run time: nothing to follow
                 continue
-            attrs.reverse()
-            found = self._first_forbidden(value, attrs)
-            # reported once: at the chain's first bad step, unless its name already was
-            if (
-                found is not None
-                and found[0] == len(attrs) - 1
-                and attribute_rule(attrs[-1]) is None
-            ):
-                dotted = ".".join([current.id, *attrs])
-                self._report("module-attribute", node, f"'{dotted}' is {found[1]}")
+            why = self._forbidden(value)
+            if why is None:
+                resolved[id(node)] = value
+            elif attribute_rule(node.attr) is None:  # else its name was reported already
+                self._report("module-attribute", node, f"'{ast.unparse(node)}' is {why}")
+
+    def _resolve_class_patterns(self) -> None:
+        """``case str(s)`` is the builtin ``str`` only if no binding anywhere renames it."""
+        for cls in self._self_matching:
+            if self._star_import or self._binding_counts[cls.id]:
+                self._report(
+                    "class-pattern",
+                    cls,
+                    f"positional sub-pattern in 'case {cls.id}(...)', and {cls.id!r} is "
+                    "rebound in this source",
+                )
 
     def _first_forbidden(self, value: object, attrs: list[str]) -> tuple[int, str] | None:
         """Follow ``attrs`` from ``value``: the first step that may not be touched, and why."""
@@ -685,6 +735,12 @@ class Checker:
             )
             return
         self._check_attribute_name(literal, args[1], f"{function}(..., {normalize(literal)!r}): ")
+        if function == "getattr" and normalize(literal) in FORMAT_METHODS:
+            self._report(
+                "dynamic-format-string",
+                args[1],
+                f"getattr(..., {literal!r}) hides the format string the method will be given",
+            )
         target = args[0]
         if not isinstance(target, ast.Name) or attribute_rule(literal) is not None:
             return

@@ -135,6 +135,13 @@ _CATALOGUE: tuple[Rule, ...] = (
         hint="Use plain isinstance() checks; custom instance checks are not available to evals.",
     ),
     Rule(
+        rule_id="class-pattern",
+        summary="a positional sub-pattern in a class pattern (reads the attributes that the "
+        "class's __match_args__ names, which the source can hide)",
+        hint="Use keyword sub-patterns, which name the attribute they read "
+        "(case Step(name=n)), or a builtin type (case str(s)).",
+    ),
+    Rule(
         rule_id="dynamic-attribute",
         summary="getattr/setattr/delattr/hasattr whose name is not a string literal (or a "
         "name assigned a literal exactly once), or __match_args__ entries that are not literals",
@@ -249,6 +256,9 @@ INTROSPECTION_ATTRIBUTES: frozenset[str] = frozenset(
         "mro", "cell_contents", "_getframe", "_current_frames", "_current_exceptions",
         "getattr_static", "attrgetter", "methodcaller", "get_referrers", "get_referents",
         "get_objects", "CodeType", "FunctionType", "LambdaType", "CellType", "FrameType",
+        "currentframe",
+        # the real ``open`` as libraries keep it (numpy.lib._datasource._open, tarfile ...)
+        "_open", "bltn_open", "builtin_open", "_builtin_open",
     }
 )  # fmt: skip
 
@@ -263,13 +273,23 @@ MODULE_ATTRIBUTES: frozenset[str] = frozenset(
         # blocked modules that allowed ones hold under these names (json.codecs, re.functools,
         # typing.contextlib, re.enum.bltns: the real builtins module, as enum imports it)
         "bltns", "codecs", "copyreg", "functools", "contextlib", "warnings", "sre",
+        # and that third-party packages (not followed through real objects) keep:
+        # matplotlib.logging.io, pandas.core.common.dis, matplotlib.tempfile ...
+        "io", "logging", "traceback", "linecache", "tempfile", "dis", "ast", "tokenize",
+        "threading", "thread", "platform", "pathlib", "mmap", "tarfile", "zipfile",
+        "shelve", "dbm", "pdb", "code", "codeop", "signal", "resource", "select", "selectors",
+        "asyncio", "concurrent", "ssl", "urllib", "http", "ftplib", "smtplib", "glob",
+        "sysconfig", "site", "zipimport", "pkgutil", "webbrowser", "fcntl", "termios",
     }
 )  # fmt: skip
 
 #: Attributes of library functions that evaluate strings as code, with real builtins.
 STRING_EVALUATION_ATTRIBUTES: frozenset[str] = frozenset(
-    {"get_type_hints", "ForwardRef", "_evaluate", "_eval_type", "evaluate_forward_ref", "eval"}
-)
+    {
+        "get_type_hints", "ForwardRef", "_evaluate", "_eval_type", "evaluate_forward_ref", "eval",
+        "query",  # pandas' DataFrame.query: an expression engine with attribute access
+    }
+)  # fmt: skip
 
 #: Metaclass hooks that make ``isinstance`` (and so ``case C(x)``) accept any object.
 ISINSTANCE_HOOKS: frozenset[str] = frozenset({"__instancecheck__", "__subclasscheck__"})
@@ -285,6 +305,13 @@ DYNAMIC_IMPORT_ATTRIBUTES: frozenset[str] = frozenset(
 #: Methods that interpret a format string (str.format, str.format_map, string.Formatter);
 #: ``Formatter.get_field`` takes a single field name.
 FORMAT_METHODS: frozenset[str] = frozenset({"format", "format_map", "vformat", "get_field"})
+
+#: Builtin types whose class pattern takes one positional sub-pattern and binds the subject
+#: itself (``case str(s)``): no attribute is read.
+SELF_MATCHING_TYPES: frozenset[str] = frozenset(
+    {"bool", "bytearray", "bytes", "dict", "float", "frozenset", "int", "list", "set", "str",
+     "tuple"}
+)  # fmt: skip
 
 
 def normalize(name: str) -> str:

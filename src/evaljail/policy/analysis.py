@@ -25,7 +25,9 @@ a PEP 263 coding comment says otherwise) and strings with lone surrogates give a
 from __future__ import annotations
 
 import ast
+import bisect
 import io
+import itertools
 import re
 import tokenize
 import warnings
@@ -133,14 +135,21 @@ def _ignore_parser_warnings() -> None:
 def _columns(findings: list[Finding], text: str) -> tuple[Violation, ...]:
     """Findings as violations: 1-based character columns, sorted, duplicates removed."""
     lines: list[str] | None = None
+    ends: dict[int, list[int]] = {}  # per non-ASCII line: the byte offset each character ends at
     violations: set[Violation] = set()
     for finding in findings:
         col = finding.col_offset + 1
         if lines is None:
             lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         if 0 < finding.line <= len(lines) and not lines[finding.line - 1].isascii():
-            raw = lines[finding.line - 1].encode("utf-8", "surrogatepass")
-            col = len(raw[: finding.col_offset].decode("utf-8", "replace")) + 1
+            line_ends = ends.get(finding.line)
+            if line_ends is None:  # once per line: many findings on one long line stay linear
+                line_ends = ends[finding.line] = list(
+                    itertools.accumulate(
+                        len(c.encode("utf-8", "surrogatepass")) for c in lines[finding.line - 1]
+                    )
+                )
+            col = bisect.bisect_right(line_ends, finding.col_offset) + 1
         violations.add(
             Violation(
                 rule_id=finding.rule_id,
