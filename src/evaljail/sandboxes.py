@@ -216,10 +216,58 @@ def _os_error(exc: OSError, path: str, sandbox_id: str) -> SandboxError:
         return SandboxPathError(f"{path!r} is not a regular file", details=details)
     if code == errno.ENAMETOOLONG:
         return SandboxPathError(f"{path!r} is too long", details=details)
+    if code == errno.EMLINK:
+        return SandboxPathError(
+            f"{path!r} holds a directory tree too deep to delete through the file API; "
+            "run `rm -rf` in a command instead",
+            details=details,
+        )
     return SandboxError(f"file operation on {path!r} failed: {exc.strerror}", details=details)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: How deep ``delete_file`` goes on a directory; deeper trees: ``rm -rf`` in a command.
+_MAX_DELETE_DEPTH = 128
+
+
+def _remove_tree(name: str, parent_fd: int) -> None:
+    """Delete the directory ``name`` under ``parent_fd`` and everything in it, by descriptors.
+
+    ``shutil.rmtree`` checks an entry, then opens it without ``O_DIRECTORY``: a command that
+    swaps a FIFO in between makes that open block for ever (or a device's open act). Here every
+    open is ``O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK`` (a FIFO, link or file fails at once) and
+    the walk is a loop, so no depth makes it raise ``RecursionError``; past
+    ``_MAX_DELETE_DEPTH`` levels it stops with ``EMLINK`` rather than hold more descriptors.
+    """
+    flags = _DIR_FLAGS | os.O_NONBLOCK
+    stack = [(parent_fd, name, os.open(name, flags, dir_fd=parent_fd))]
+    try:
+        while stack:
+            _, _, dir_fd = stack[-1]
+            child: tuple[int, str, int] | None = None
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    try:
+                        os.unlink(entry.name, dir_fd=dir_fd)
+                        continue
+                    except FileNotFoundError:  # gone meanwhile (a command deleting too)
+                        continue
+                    except IsADirectoryError:
+                        pass
+                    if len(stack) >= _MAX_DELETE_DEPTH:
+                        raise OSError(errno.EMLINK, "directory tree too deep to delete")
+                    child = (dir_fd, entry.name, os.open(entry.name, flags, dir_fd=dir_fd))
+                    break
+            if child is not None:
+                stack.append(child)
+                continue
+            parent, dir_name, dir_fd = stack.pop()
+            os.close(dir_fd)
+            os.rmdir(dir_name, dir_fd=parent)
+    finally:
+        for _, _, dir_fd in stack:
+            os.close(dir_fd)
 
 
 def _open_dir(root: Path, parts: tuple[str, ...], *, create: bool = False) -> int:
@@ -1914,8 +1962,7 @@ class SandboxNamespace:
                 try:
                     st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
                     if stat.S_ISDIR(st.st_mode):
-                        # rmtree with dir_fd walks by fds and never follows symbolic links.
-                        shutil.rmtree(parts[-1], dir_fd=parent)
+                        _remove_tree(parts[-1], parent)
                     else:
                         os.unlink(parts[-1], dir_fd=parent)
                 finally:

@@ -128,6 +128,39 @@ def test_fifo_does_not_hang_file_calls(planted: Sandbox) -> None:
     assert time.monotonic() - started < 2
 
 
+def test_a_fifo_swapped_in_for_a_directory_cannot_block_its_deletion(tmp_path: Path) -> None:
+    """``delete_file`` of a directory walks it by descriptors; a command may swap a FIFO in
+    for any directory between a check and an open. That open must fail at once: shutil's
+    rmtree opened it without O_DIRECTORY and blocked for ever."""
+    from evaljail.sandboxes import _remove_tree
+
+    os.mkfifo(tmp_path / "swapped")
+    parent = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        started = time.monotonic()
+        with pytest.raises(NotADirectoryError):
+            _remove_tree("swapped", parent)
+        assert time.monotonic() - started < 2
+    finally:
+        os.close(parent)
+
+
+def test_deep_trees_are_deleted_or_refused_clearly(shared_namespace: SandboxNamespace) -> None:
+    """No depth makes the file API raise RecursionError (a 500); past 128 levels it says how
+    to delete the tree instead."""
+    sandbox = get_sandbox(shared_namespace, "deep")
+    for depth, deletable in ((100, True), (1200, False)):
+        made = sandbox.exec(f"p=t; for i in $(seq {depth}); do p=$p/d; done; mkdir -p $p && echo ok")
+        assert made.stdout == "ok\n", made.stderr
+        if deletable:
+            sandbox.delete_file("t")
+            assert [e.name for e in sandbox.list_files("")] == []
+        else:
+            with pytest.raises(SandboxPathError, match="rm -rf"):
+                sandbox.delete_file("t")
+            assert sandbox.exec("rm -rf t && echo gone").stdout == "gone\n"
+
+
 def test_deleting_a_planted_link_removes_only_the_link(
     shared_namespace: SandboxNamespace, host_secret: Path
 ) -> None:

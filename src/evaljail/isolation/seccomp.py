@@ -46,6 +46,20 @@ _KERNEL_SURFACE: tuple[str, ...] = (
     "lookup_dcookie", "move_pages", "migrate_pages", "vhangup", "uselib", "nfsservctl",
 )  # fmt: skip
 
+#: IPC objects live in the jail's IPC namespace, not the process's: they outlive it (state for
+#: the next execution) and their memory, like a memfd's, escapes RLIMIT_AS.
+_MEMORY_OUTSIDE_LIMITS: tuple[str, ...] = (
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget",
+    "semop", "semtimedop", "semctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+    "mq_notify", "mq_getsetattr", "memfd_create",
+)  # fmt: skip
+
+#: Watching the runtime's files: a side channel on the host; and a host-wide per-uid budget
+#: (when the service runs as root, the jail's user is root's: 128 inotify instances in all).
+_HOST_WIDE_WATCHES: tuple[str, ...] = (
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
+)  # fmt: skip
+
 #: What an eval execution may never do: the kernel surface, plus everything an eval never needs.
 DENIED_SYSCALLS: tuple[str, ...] = (
     # network
@@ -61,16 +75,11 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
     "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
     "lremovexattr", "fremovexattr",
-    # IPC objects live in the worker's IPC namespace, not the child's: they would outlive the
-    # execution (state for the next one) and their memory escapes RLIMIT_AS
-    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget",
-    "semop", "semtimedop", "semctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
-    "mq_notify", "mq_getsetattr",
+    *_MEMORY_OUTSIDE_LIMITS,
     # other processes' scheduling (the zygote's would be inherited by every later child)
     "setpriority", "sched_setscheduler", "sched_setparam", "sched_setattr", "sched_setaffinity",
     "ioprio_set",
-    # watching the runtime's files: a side channel on what the host does
-    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
+    *_HOST_WIDE_WATCHES,
 )  # fmt: skip
 
 #: What a zygote keeps to manage its children: fork them (``clone``) and kill them. The
@@ -86,7 +95,9 @@ ZYGOTE_DENIED_SYSCALLS: tuple[str, ...] = tuple(
 )
 
 #: For named sandboxes, whose shell commands must fork and exec: the kernel surface only.
-SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = _KERNEL_SURFACE
+SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = (
+    *_KERNEL_SURFACE, *_MEMORY_OUTSIDE_LIMITS, *_HOST_WIDE_WATCHES
+)
 
 #: System calls from this number up are newer than anything the runtime uses (Linux 6.6+:
 #: ``fchmodat2``, ``cachestat``, ``mseal``, the ``*xattrat`` family ...; the number is the same
