@@ -150,7 +150,9 @@ def test_deep_trees_are_deleted_or_refused_clearly(shared_namespace: SandboxName
     to delete the tree instead."""
     sandbox = get_sandbox(shared_namespace, "deep")
     for depth, deletable in ((100, True), (1200, False)):
-        made = sandbox.exec(f"p=t; for i in $(seq {depth}); do p=$p/d; done; mkdir -p $p && echo ok")
+        made = sandbox.exec(
+            f"p=t; for i in $(seq {depth}); do p=$p/d; done; mkdir -p $p && echo ok"
+        )
         assert made.stdout == "ok\n", made.stderr
         if deletable:
             sandbox.delete_file("t")

@@ -106,6 +106,25 @@ def test_batch_data_reaches_the_eval_exactly_as_sent(client: httpx.Client, nan: 
     assert reasons == [repr(json.loads(t)) for t in texts]
 
 
+def test_numbers_past_cpythons_digit_limit(client: httpx.Client) -> None:
+    """JSON has no digit limit, CPython's int parser has one (4 300): a trace's 5 000-digit
+    number reaches the eval as sent; elsewhere in a request it is a 400, never a 500."""
+    digits = "7" * 5000
+    code = "def eval_big(trace):\n    return trace['n'] % 1000 == 777, str(trace['n'] % 1000)\n"
+    traces = f'[{{"trace_id": "t", "data": {{"n": {digits}}}}}]'
+    r = client.post("/execute/batch", content=f'{{"code": {json.dumps(code)}, "traces": {traces}}}')
+    assert r.status_code == 200, r.text
+    (result,) = r.json()["results"]
+    assert (result["passed"], result["reason"]) == (True, "777"), result
+    for route, body in (
+        ("/execute", f'{{"code": "print(1)", "timeout": {digits}}}'),
+        ("/check", f'{{"code": "x = 1", "n": {digits}}}'),
+    ):
+        r = client.post(route, content=body)
+        assert r.status_code == 400, (route, r.text)
+        assert r.json()["error"]["code"] == "invalid_json"
+
+
 def test_batch_ndjson_streams_then_summarises(client: httpx.Client) -> None:
     traces = [{"trace_id": f"t{i}", "data": {"ok": i % 3 == 0}} for i in range(12)]
     with client.stream(
@@ -431,7 +450,9 @@ def _metric(text: str, name: str) -> float | None:
 
 # -- clients that leave ----------------------------------------------------------------------
 
-_SLOW = "def eval_slow(trace):\n    n = 0\n    while n < 600_000:\n        n += 1\n    return True, ''\n"
+# ~0.1 s of CPU per trace: slow enough that, on a fast idle machine too, a client that leaves
+# after a second has seen only a small part of the batch run (0.6 M iterations were not)
+_SLOW = "def eval_slow(trace):\n    n = 0\n    while n < 3_000_000:\n        n += 1\n    return True, ''\n"
 _SLOW_BATCH = {"code": _SLOW, "traces": [{"trace_id": str(i), "data": {}} for i in range(240)]}
 
 

@@ -96,7 +96,9 @@ ZYGOTE_DENIED_SYSCALLS: tuple[str, ...] = tuple(
 
 #: For named sandboxes, whose shell commands must fork and exec: the kernel surface only.
 SANDBOX_DENIED_SYSCALLS: tuple[str, ...] = (
-    *_KERNEL_SURFACE, *_MEMORY_OUTSIDE_LIMITS, *_HOST_WIDE_WATCHES
+    *_KERNEL_SURFACE,
+    *_MEMORY_OUTSIDE_LIMITS,
+    *_HOST_WIDE_WATCHES,
 )
 
 #: System calls from this number up are newer than anything the runtime uses (Linux 6.6+:

@@ -179,6 +179,8 @@ async def _parse(request: Request, model: type[_M]) -> _M:
         ) from None
     except RecursionError:
         raise ApiError(400, "invalid_json", "invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # a number of more than 4 300 digits (CPython's int limit)
+        raise ApiError(400, "invalid_json", f"invalid JSON: {str(exc)[:200]}") from None
     return _validated(model, data)
 
 

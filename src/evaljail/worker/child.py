@@ -322,11 +322,20 @@ def _decode_trace(data: bytes | bytearray) -> Any:
     code in a fresh child: skipping them saves ~30 copy-on-write faults per trace.
     """
     text = data.decode("utf-8")
+    # The trace as the client sent it: JSON has no digit limit, so a 5 000-digit number is
+    # decoded too (the eval then meets CPython's limit only if it converts it to text).
+    sys.set_int_max_str_digits(0)
     try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:
-        end = -1
-    return value if end == len(text) else json.loads(text)
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        return value if end == len(text) else json.loads(text)
+    finally:
+        sys.set_int_max_str_digits(_INT_MAX_STR_DIGITS)
+
+
+_INT_MAX_STR_DIGITS = sys.get_int_max_str_digits()
 
 
 def _run(context: Context, trace_json: bytes | bytearray | None) -> dict[str, Any]:
