@@ -239,6 +239,7 @@ class _Zygote:
         self.spare: _Spare | None = None
         self.to_reap: list[tuple[int, float]] = []
         self.executions = 0
+        self.answered = 0  #: a child whose result was read: killed once it is relayed
         self.warm_code: bytes | None = None
         self._libc_fork = ctypes.PyDLL(None, use_errno=True).fork
 
@@ -420,6 +421,10 @@ class _Zygote:
                 frame.release()
             else:
                 write_all(self.resp_fd, encode_result(request_id, index, elapsed_ms, done, payload))
+            if self.answered:
+                with contextlib.suppress(OSError):
+                    os.kill(self.answered, signal.SIGKILL)
+                self.answered = 0
             if done:
                 return
             self.reap()
@@ -470,11 +475,10 @@ class _Zygote:
         os.close(child.result_fd)
         if size >= 0 and killed is None:
             elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-            # Answered: it has nothing left to do. Killed now, before anything else is forked,
-            # so that it cannot stay behind (sleeping, under its CPU limit) to meddle with the
-            # executions that follow.
-            with contextlib.suppress(OSError):
-                os.kill(child.pid, signal.SIGKILL)
+            # Answered: it has nothing left to do. Killed once its result is relayed (off the
+            # critical path), before anything else is forked or run, so that it cannot stay
+            # behind (sleeping, under its CPU limit) to meddle with the executions that follow.
+            self.answered = child.pid
             self.to_reap.append((child.pid, max(deadline, time.perf_counter() + 0.1)))
             return size, elapsed_ms
         # no complete result: the child is dead, stuck or lying: kill it and ask the kernel
