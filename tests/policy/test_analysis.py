@@ -234,6 +234,37 @@ def test_scientific_profile() -> None:
     assert rules("from numpy import f2py", Policy.scientific()) == ["module-attribute"]
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param("import numpy as np\ndef f(fp):\n    return np.load(fp)", id="numpy-load"),
+        pytest.param(
+            "import numpy as np\ndef f(fp):\n    return np.load(fp, allow_pickle=False)",
+            id="numpy-load-no-pickle",
+        ),
+        pytest.param("import json\ndef f(fp):\n    return json.load(fp, strict=False)", id="json"),
+        pytest.param(
+            "import matplotlib.ticker as t\nf = t.StrMethodFormatter('{x:,.0f} ({pos})')",
+            id="str-method-formatter",
+        ),
+        pytest.param(
+            "import pandas as pd\ndef eval_x(trace):\n    a = pd.DataFrame(trace['a'])\n"
+            "    pd.testing.assert_frame_equal(a, a)\n    s = a.agg('sum')\n"
+            "    return bool(s.sum() > 0), f'{s.sum():.2f}'",
+            id="pandas-public-api",
+        ),
+        pytest.param(
+            "import numpy as np\nx = np.lib.stride_tricks.sliding_window_view(np.arange(5), 2)",
+            id="sliding-window-view",
+        ),
+        pytest.param("t = '{x.real} {0[key]} {name:>{width}}'\nprint('__main__')", id="strings"),
+        pytest.param("import re\nflags = re.RegexFlag.IGNORECASE | re.I", id="regex-flag"),
+    ],
+)
+def test_scientific_idioms_are_accepted(code: str) -> None:
+    assert rules(code, Policy.scientific()) == []
+
+
 def test_policy_blocked_builtins_are_honoured() -> None:
     policy = Policy(blocked_builtins=ALWAYS_BLOCKED_BUILTINS | {"print"})
     assert rules("print(1)") == []
@@ -350,6 +381,9 @@ def test_allowed_dunder_uses(code: str) -> None:
         ("class A(B):\n    def __init__(self):\n        B.__init__(self)", "dunder-attribute"),
         ("x = super().__getattribute__('a')", "dunder-attribute"),
         ("x = super().__reduce__()", "dunder-attribute"),
+        ("super = lambda: 1\nx = super().__init__", "dunder-attribute"),
+        ("class A:\n    def m(self, super):\n        return super().__init__", "dunder-attribute"),
+        ("from json import *\nx = super().__init__", "dunder-attribute"),
         ("x = (1).__class__.__name__", "dunder-attribute"),
         ("x = len.__self__", "dunder-attribute"),
         ("x = len.__file__", "dunder-attribute"),
@@ -360,6 +394,98 @@ def test_allowed_dunder_uses(code: str) -> None:
     ],
 )
 def test_rejected_dunder_uses(code: str, rule: str) -> None:
+    assert rule in rules(code)
+
+
+# -- class bodies: names are looked up in the metaclass's namespace ---------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param("F = '{0}'\nclass A:\n    x = F.format(1)", id="no-bases"),
+        pytest.param("F = '{0}'\nclass E(ValueError):\n    x = F.format(1)", id="builtin-base"),
+        pytest.param(
+            "N = 'a'\nclass A(dict, object):\n    x = getattr(1, N, 0)", id="getattr-name"
+        ),
+        pytest.param(
+            "class A:\n    match 1:\n        case int(n):\n            pass", id="case-int"
+        ),
+        pytest.param(
+            "class M(type):\n    pass\nclass A(metaclass=M):\n    class B:\n"
+            "        match 1:\n            case int(n):\n                pass",
+            id="nested-plain-class",
+        ),
+        pytest.param(
+            "F = '{0}'\nclass A(metaclass=M):\n    def m(self):\n        return F.format(1)",
+            id="method-reads-globals",
+        ),
+        pytest.param(
+            "class A(Exception):\n    def __init__(self):\n        super().__init__('x')",
+            id="super-in-method",
+        ),
+    ],
+)
+def test_names_in_plain_class_bodies_are_trusted(code: str) -> None:
+    assert rules(code) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "rule"),
+    [
+        pytest.param(
+            "F = '{0}'\nclass A(metaclass=M):\n    x = F.format(1)",
+            "dynamic-format-string",
+            id="metaclass-keyword",
+        ),
+        pytest.param(
+            "F = '{0}'\nclass A(Base):\n    x = F.format(1)", "dynamic-format-string", id="base"
+        ),
+        pytest.param(
+            "F = '{0}'\nclass A(**kw):\n    x = F.format(1)",
+            "dynamic-format-string",
+            id="keywords-unpacked",
+        ),
+        pytest.param(
+            "F = '{0}'\nclass A(metaclass=M):\n    class B(Exception):\n        x = F.format(1)",
+            "dynamic-format-string",
+            id="base-looked-up-in-outer-namespace",
+        ),
+        pytest.param(
+            "F = '{0}'\nclass A(metaclass=M):\n    xs = [i for i in F.format(1)]",
+            "dynamic-format-string",
+            id="first-iterable",
+        ),
+        pytest.param(
+            "F = '{0}'\nclass A(metaclass=M):\n    def m(self, x=F.format(1)):\n        pass",
+            "dynamic-format-string",
+            id="default-value",
+        ),
+        pytest.param(
+            "N = 'a'\nclass A(metaclass=M):\n    x = getattr(1, N)",
+            "dynamic-attribute",
+            id="getattr",
+        ),
+        pytest.param(
+            "class A(metaclass=M):\n    match 1:\n        case str(x):\n            pass",
+            "class-pattern",
+            id="case-str",
+        ),
+        pytest.param(
+            "object = 1\nclass A(object):\n    match 1:\n        case str(x):\n            pass",
+            "class-pattern",
+            id="rebound-builtin-base",
+        ),
+        pytest.param(
+            "from json import *\nclass A(dict):\n    match 1:\n        case str(x):\n            pass",
+            "class-pattern",
+            id="star-import",
+        ),
+    ],
+)
+def test_names_in_class_bodies_with_a_foreign_metaclass_are_not_trusted(
+    code: str, rule: str
+) -> None:
     assert rule in rules(code)
 
 

@@ -7,6 +7,9 @@ bytes and Python-like token soup. Pathology: huge or deeply nested input finishe
 from __future__ import annotations
 
 import contextlib
+import gc
+import sys
+import threading
 import time
 
 import pytest
@@ -110,3 +113,41 @@ def test_pathological_input_finishes_quickly(source: str | bytes) -> None:
     _analyze_or_evaljail_error(source)
     elapsed = time.process_time() - started
     assert elapsed < BOUND_SECONDS, f"took {elapsed:.2f}s of CPU"
+
+
+def test_large_sources_analysed_in_threads_at_once() -> None:
+    """CPython 3.11's AST constructor is not thread-safe (python/cpython#106905): while one
+    thread builds its tree, another thread's ``ast.parse`` resets the shared recursion-depth
+    count, and the first fails with SystemError. The interpreter switches threads when a
+    garbage collection runs Python code; frequent collections with a callback and a tiny
+    switch interval make that happen in nearly every run of this test without the lock."""
+    source = "x = 1\n" * 5000
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        for _ in range(2):
+            try:
+                assert analyze(source).ok
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+    def during_collection(phase: str, info: dict[str, int]) -> None:
+        for _ in range(50):  # bytecode: a point where another thread may take over
+            pass
+
+    threshold = gc.get_threshold()
+    interval = sys.getswitchinterval()
+    gc.callbacks.append(during_collection)
+    gc.set_threshold(50)
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(during_collection)
+    assert errors == []

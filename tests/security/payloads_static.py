@@ -226,6 +226,67 @@ PAYLOADS: list[tuple[str, str, str]] = [
         "match ():\n    case Any(t):\n        print(t)",
         "class-pattern",
     ),
+    # -- a class namespace from a metaclass's __prepare__ makes any name mean anything --------
+    (
+        "prepare-namespace-format-constant",
+        "import json\nF = '{0}'\nclass Meta(type):\n    @classmethod\n"
+        "    def __prepare__(mcls, name, bases):\n        class NS(dict):\n"
+        "            def __missing__(self, key):\n"
+        "                if key == 'F':\n                    return '{0.__glo' + 'bals__[__name__]}'\n"
+        "                raise KeyError(key)\n        return NS()\n"
+        "class A(metaclass=Meta):\n    if F.format(json.dumps) == 'json':\n"
+        f"        print({SENTINEL!r})",
+        "dynamic-format-string",
+    ),
+    (
+        "prepare-namespace-getattr-constant",
+        "N = 'real'\nclass Meta(type):\n    @classmethod\n"
+        "    def __prepare__(mcls, name, bases):\n        class NS(dict):\n"
+        "            def __missing__(self, key):\n"
+        "                if key == 'N':\n                    return '__cla' + 'ss__'\n"
+        "                raise KeyError(key)\n        return NS()\n"
+        "class A(metaclass=Meta):\n    t = getattr((), N)",
+        "dynamic-attribute",
+    ),
+    (
+        "prepare-namespace-match-str-frame",
+        "import typing\nclass Fields(typing.NamedTuple):\n    gi_frame: object\n"
+        "class Any(Fields, typing.Hashable):\n    pass\n"
+        "def gen():\n    yield 1\ng = gen()\nAny.register(type(g))\n"
+        "class Meta(type):\n    @classmethod\n    def __prepare__(mcls, name, bases):\n"
+        "        class NS(dict):\n            def __missing__(self, key):\n"
+        "                if key == 'str':\n                    return Any\n"
+        "                raise KeyError(key)\n        return NS()\n"
+        "class A(metaclass=Meta):\n    match g:\n        case str(fr):\n"
+        f"            print({SENTINEL!r}, fr)",
+        "class-pattern",
+    ),
+    (
+        "prepare-inherited-metaclass-match-str",
+        "import typing\nclass Fields(typing.NamedTuple):\n    gi_frame: object\n"
+        "class Any(Fields, typing.Hashable):\n    pass\n"
+        "def gen():\n    yield 1\ng = gen()\nAny.register(type(g))\n"
+        "def prepare(mcls, name, bases):\n    class NS(dict):\n"
+        "        def __missing__(self, key):\n"
+        "            if key == 'str':\n                return Any\n"
+        "            raise KeyError(key)\n    return NS()\n"
+        "Meta = type('Meta', (type,), dict([('__pre' + 'pare__', classmethod(prepare))]))\n"
+        "Base = Meta('Base', (), {})\n"
+        "class A(Base):\n    match g:\n        case str(fr):\n"
+        f"            print({SENTINEL!r}, fr)",
+        "class-pattern",
+    ),
+    (
+        "prepare-rebound-builtin-base",
+        "def prepare(mcls, name, bases):\n    return {}\n"
+        "Exception = type('M', (type,), dict([('__pre' + 'pare__', classmethod(prepare))]))('E', (), {})\n"
+        "class A(Exception):\n    match 1:\n        case str(x):\n            pass",
+        "class-pattern",
+    ),
+    # -- super() is only exempt from the dunder rule when it is the builtin ----------------------
+    ("super-rebound-lambda", "import json\nsuper = lambda: json.dumps\nprint(super().__call__)", "dunder-attribute"),
+    ("super-parameter", "def f(super):\n    return super().__init__", "dunder-attribute"),
+    ("super-in-prepare-namespace", "class A(metaclass=M):\n    init = super().__init__", "dunder-attribute"),
     ("match-rebound-builtin", "str = type('S', (), {})\nmatch 1:\n    case str(x):\n        pass", "class-pattern"),
     ("match-keyword-format", "fmt = '{0.__glo' + 'bals__}'\nmatch fmt:\n    case str(format=f):\n        print(f(len))", "dynamic-format-string"),
     ("getattr-format-method", "fmt = '{0.__glo' + 'bals__}'\nf = getattr(fmt, 'format')\nprint(f(len))", "dynamic-format-string"),
@@ -249,6 +310,134 @@ PAYLOADS: list[tuple[str, str, str]] = [
     ("pandas-eval", "import pandas as pd\npd.eval('1 + 1')", "string-evaluation"),
     ("pandas-query", "import pandas as pd\npd.DataFrame({'a': [1]}).query('a > 0', engine='python')", "string-evaluation"),
     ("class-body-global-getattr", "def f(obj, name):\n    getattr = None\n    class A:\n        global getattr\n        r = getattr(obj, name)\n    return A.r", "dynamic-attribute"),
+    # -- helpers that read any loaded module's globals by name (red team, 2026-11-27) ---------
+    (
+        "enum-convert-module-globals",
+        "import re\nclass Base:\n    _use_args_ = False\n    _member_type_ = object\n"
+        "    _value_repr_ = repr\n    __members__ = {}\n"
+        "    def _generate_next_value_(name, start, count, last):\n        return name\n"
+        "    def __init__(self, *a):\n        pass\n"
+        "    def __init_subclass__(cls, **kw):\n        pass\n"
+        "E = type(re.RegexFlag)\n"
+        "Y = E._convert_(Base, 'Y', 'linecache', lambda n: n == 'os')\n"
+        "os = Y._member_map_['os']._value_\n"
+        f"print({SENTINEL!r}, os.getpid(), os.listdir('/'))",
+        "module-attribute",
+    ),
+    (
+        "enum-global-enum-replaces-import",
+        "import re\nr = re\ne = r.enum\n"
+        "def evil(name, g=None, l=None, fromlist=(), level=0):\n"
+        f"    g['__builtins__']['exec']({_P!r}, {{'__builtins__': g['__builtins__']}})\n"
+        "    raise ImportError(name)\n"
+        "class C:\n    __module__ = 'builtins'\n    __members__ = {'__import__': evil}\n"
+        "e.global_enum(C)\nre.compile(r'\\N{DIGIT ONE}')",
+        "module-attribute",
+    ),
+    # -- library helpers that look attributes up by a name they are given -----------------------
+    (
+        "pandas-apply-str-getattr",
+        "import pandas as pd\nimport json\n"
+        "g = pd.core.apply.Apply._apply_str(None, json.dumps, '__glo' + 'bals__')\n"
+        f"g['__builtins__']['exec']({_P!r}, {{'__builtins__': g['__builtins__']}})",
+        "introspection-attribute",
+    ),
+    (
+        "numpy-wrapfunc-getattribute",
+        "import numpy as np\nimport json\n"
+        "g = np._core.fromnumeric._wrapfunc(json.dumps, '__getattr' + 'ibute__', '__glo' + 'bals__')\n"
+        f"g['__builtins__']['exec']({_P!r}, {{'__builtins__': g['__builtins__']}})",
+        "introspection-attribute",
+    ),
+    ("pandas-register-accessor", "import pandas as pd\ndef f(name, cls):\n    return pd.api.extensions.register_series_accessor(name)(cls)", "introspection-attribute"),
+    ("pandas-agg-dunder-name", "import pandas as pd\nprint(pd.Series([1]).agg('__class__'))", "dunder-attribute"),
+    ("call-argument-frame-name", "def f(helper, g):\n    return helper(g, 'gi_frame')", "frame-attribute"),
+    # -- pickles, which run any code they name ----------------------------------------------------
+    (
+        "pandas-read-pickle-file-like",
+        "import pandas as pd\nclass F:\n"
+        f"    d = b\"cbuiltins\\nexec\\n(S'print({SENTINEL!r})'\\ntR.\"\n    i = 0\n"
+        "    def read(self, n=-1):\n        n = len(self.d) if n is None or n < 0 else n\n"
+        "        r = self.d[self.i:self.i + n]\n        self.i += len(r)\n        return r\n"
+        "    def readline(self):\n        j = self.d.find(b'\\n', self.i) + 1 or len(self.d)\n"
+        "        r = self.d[self.i:j]\n        self.i = j\n        return r\n"
+        "    def readinto(self, b):\n        r = self.read(len(b))\n        b[:len(r)] = r\n        return len(r)\n"
+        "    def seek(self, *a):\n        return 0\n    def tell(self):\n        return self.i\n"
+        "    def readable(self):\n        return True\n    def seekable(self):\n        return False\n"
+        "    def close(self):\n        pass\n    def __iter__(self):\n        return iter([])\n"
+        "pd.read_pickle(F())",
+        "unpickling",
+    ),
+    (
+        "numpy-load-allow-pickle",
+        "import numpy as np\nclass F:\n"
+        f"    d = b\"cbuiltins\\nexec\\n(S'print({SENTINEL!r})'\\ntR.\"\n    i = 0\n"
+        "    def read(self, n=-1):\n        n = len(self.d) if n is None or n < 0 else n\n"
+        "        r = self.d[self.i:self.i + n]\n        self.i += len(r)\n        return r\n"
+        "    def readline(self):\n        j = self.d.find(b'\\n', self.i) + 1 or len(self.d)\n"
+        "        r = self.d[self.i:j]\n        self.i = j\n        return r\n"
+        "    def seek(self, p, w=0):\n        self.i = p if w == 0 else self.i + p\n        return self.i\n"
+        "    def tell(self):\n        return self.i\n"
+        "np.load(F(), allow_pickle=True)",
+        "unpickling",
+    ),
+    ("numpy-load-positional-allow-pickle", "import numpy as np\ndef f(fileobj):\n    return np.load(fileobj, None, True)", "unpickling"),
+    ("numpy-load-unpacked-keywords", "import numpy as np\ndef f(fileobj, kw):\n    return np.load(fileobj, **kw)", "unpickling"),
+    (
+        "pandas-pickle-compat-loads",
+        f"import pandas as pd\npd.compat.pickle_compat.loads(b\"cbuiltins\\nexec\\n(S'print({SENTINEL!r})'\\ntR.\")",
+        "unpickling",
+    ),
+    ("numpy-read-array", "from numpy.lib.format import read_array\ndef f(fp):\n    return read_array(fp, True)", "unpickling"),
+    # -- pandas' expression engine and frame-capturing scopes -------------------------------------
+    (
+        "pandas-computation-expr",
+        "import pandas as pd\nc = pd.core.computation\nx = 1\n"
+        "e = c.expr.Expr('@x.__class__.__base__', engine='python', parser='pandas', "
+        "env=c.scope.ensure_scope(0, local_dict={'x': x}))\n"
+        f"print({SENTINEL!r}, e())",
+        "string-evaluation",
+    ),
+    ("pandas-computation-scope-frames", f"from pandas.core.computation import scope\nprint({SENTINEL!r}, list(scope.Scope(level=0).scope))", "import-blocked"),
+    # -- raw memory: numpy takes an address from an __array_interface__ ---------------------------
+    (
+        "numpy-array-interface-getattr",
+        "import numpy as np\nimport json\nclass I:\n    def __init__(self, a, n):\n"
+        "        self.a, self.n = a, n\n    def __getattr__(self, name):\n"
+        "        if name == '__array_interface__':\n"
+        "            return {'data': (self.a, False), 'typestr': '<i8', 'shape': (self.n,), 'version': 3}\n"
+        "        raise AttributeError(name)\n"
+        "holder = [None]\ng = int(np.asarray(I(id(json.dumps), 3))[2])\n"
+        "np.asarray(I(g, 1))[0] += 1\nnp.asarray(I(int(np.asarray(I(id(holder), 4))[3]), 1))[0] = g\n"
+        f"holder[0]['__builtins__']['exec']({_P!r}, {{'__builtins__': holder[0]['__builtins__']}})",
+        "raw-memory",
+    ),
+    ("numpy-array-interface-property", "class I:\n    @property\n    def __array_interface__(self):\n        return {'data': (0, False), 'typestr': '<i8', 'shape': (1,)}", "raw-memory"),
+    ("numpy-array-interface-type-dict", "I = type('I', (), {'__array_struct__': 1})", "raw-memory"),
+    ("numpy-as-strided-objects", "import numpy as np\nv = np.lib.stride_tricks.as_strided(np.array([1], dtype=object), shape=(99,), strides=(8,))", "raw-memory"),
+    ("pandas-interchange", "import pandas as pd\ndef f(obj):\n    return pd.api.interchange.from_dataframe(obj)", "raw-memory"),
+    # -- matplotlib: backends imported by name, str.format on a string it is given -------------
+    (
+        "matplotlib-backend-module-os",
+        f"import matplotlib.backends\nos = matplotlib.backends.backend_registry.load_backend_module('module://os')\nprint({SENTINEL!r}, os.getpid())",
+        "dynamic-import",
+    ),
+    ("matplotlib-backend-string", "import matplotlib\nmatplotlib.use('module://posix')", "dynamic-import"),
+    (
+        "matplotlib-str-method-formatter",
+        "import matplotlib.ticker as t\nimport json\n"
+        "if t.StrMethodFormatter('{x.__globals__[__name__]}')(json.dumps) == 'json':\n"
+        f"    print({SENTINEL!r})",
+        "format-string-attribute",
+    ),
+    (
+        "matplotlib-str-method-formatter-dynamic",
+        "import matplotlib.ticker as t\nimport json\n"
+        "if t.StrMethodFormatter('{x.__glo' + 'bals__[__name__]}')(json.dumps) == 'json':\n"
+        f"    print({SENTINEL!r})",
+        "dynamic-format-string",
+    ),
+    ("format-literal-anywhere", "def f(formatter, fn):\n    return formatter('{0.__globals__}', fn)", "format-string-attribute"),
     # -- not Python at all ----------------------------------------------------------------------
     ("syntax-error", "def f(:\n    pass", "syntax-error"),
     ("null-byte", "x = 1\0", "syntax-error"),

@@ -20,6 +20,8 @@ from evaljail.policy.analysis import analyze
 from evaljail.runner import PythonRunner
 
 from .payloads_jail import PAYLOADS, JailPayload
+from .payloads_static import PAYLOADS as STATIC_PAYLOADS
+from .payloads_static import SENTINEL
 
 pytestmark = pytest.mark.sandbox
 
@@ -323,6 +325,32 @@ def test_the_scientific_tmp_is_sealed_wherever_the_runtime_lives() -> None:
         assert result.outcome is Outcome.OK, (result.error, result.stderr)
         assert "WROTE" not in result.stdout and "CHMOD" not in result.stdout, result.stdout
         assert "PermissionError" in result.stdout
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize(
+    ("payload_id", "error"),
+    [
+        ("pandas-read-pickle-file-like", "PermissionError: unpickling is not allowed"),
+        ("numpy-load-allow-pickle", "UnpicklingError"),  # numpy wraps the PermissionError
+    ],
+)
+def test_unpickling_is_refused_in_the_jail_without_static_analysis(
+    payload_id: str, error: str
+) -> None:
+    """The zygote's audit hook refuses every global a pickle names, however the allowed
+    libraries reach an unpickler (here a file-like object static analysis cannot see)."""
+    code = {pid: text for pid, text, _ in STATIC_PAYLOADS}[payload_id]
+    runner = PythonRunner(
+        policy=Policy.scientific(static_analysis=False),
+        settings=Settings(pool_min_size=1, pool_max_size=2),
+    )
+    try:
+        result = runner.execute(code)
+        assert SENTINEL not in result.stdout, result.stdout
+        assert result.outcome is Outcome.ERROR, (result.outcome, result.error)
+        assert (result.error or "").startswith(error), result.error
     finally:
         runner.close()
 

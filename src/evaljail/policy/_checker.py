@@ -12,6 +12,13 @@ Only function, lambda and comprehension scopes are trusted to shadow a builtin: 
 there makes the name local for the whole scope, so the builtin can never be reached through it.
 Module and class bindings are not trusted (``if False: input = 1`` leaves ``input`` the builtin).
 
+A class body looks names up in the namespace its metaclass's ``__prepare__`` returns, and a
+mapping with ``__missing__`` can make *any* name there mean anything. So in a class body whose
+metaclass is not certainly ``type`` (it has a ``metaclass=`` keyword or a base that is not an
+untouched builtin type), no name is trusted to be the builtin or a module-level constant:
+``case str(x)``, ``super().__init__`` and ``FMT.format(...)`` are judged as if the name were
+unknown.
+
 Checks that need the whole tree (shadowing, module-level string constants) are deferred to the
 end of the pass. Findings carry the AST position (``col`` as a UTF-8 byte offset); the caller
 turns them into :class:`~evaljail.types.Violation` values.
@@ -40,6 +47,9 @@ from ._rules import (
     ISINSTANCE_HOOKS,
     MACHINERY_NAMES,
     MODULE_ATTRIBUTES,
+    MODULE_GLOBALS_ATTRIBUTES,
+    PACKAGE_INTERNALS,
+    RAW_MEMORY_PROTOCOLS,
     RULES,
     SAFE_DUNDER_NAMES,
     SELF_MATCHING_TYPES,
@@ -73,13 +83,18 @@ class _Kind(enum.Enum):
 class _Scope:
     """Names bound in one scope and names it declares ``global``."""
 
-    __slots__ = ("bound", "declared_global", "kind", "parent")
+    __slots__ = ("bases", "bound", "declared_global", "kind", "parent")
 
-    def __init__(self, kind: _Kind, parent: _Scope | None) -> None:
+    def __init__(
+        self, kind: _Kind, parent: _Scope | None, bases: tuple[str, ...] | None = ()
+    ) -> None:
         self.kind = kind
         self.parent = parent
         self.bound: set[str] = set()
         self.declared_global: set[str] = set()
+        #: A class body's bases when each is a builtin type's name (the metaclass is ``type``
+        #: unless one of those names is rebound); None: the metaclass may be anything.
+        self.bases = bases
 
     def binding_scope(self) -> _Scope:
         """Where a walrus binds: the nearest scope that is not a comprehension."""
@@ -107,7 +122,19 @@ _ATTRIBUTE_MESSAGES: dict[str, str] = {
     "module-attribute": "access to blocked module {name!r} through an attribute",
     "dynamic-import": "{name!r} imports modules by run-time name",
     "string-evaluation": "{name!r} evaluates strings as code",
+    "unpickling": "{name!r} loads pickles, which run any code they name",
+    "raw-memory": "{name!r} reads and writes memory at any address",
 }
+
+#: Format strings given to ``matplotlib.ticker.StrMethodFormatter`` (and the formatters that
+#: ``set_major_formatter("...")`` builds from a string) go to ``str.format`` unchecked.
+_FORMAT_GADGETS = frozenset({"StrMethodFormatter"})
+
+#: What numpy's and pandas' raw-memory protocols are.
+_RAW = "a protocol through which numpy and pandas read and write memory at any address"
+
+#: ``numpy.load(file, mmap_mode, allow_pickle)``: the third positional argument unpickles.
+_LOAD_FUNCTIONS = frozenset({"load"})
 
 #: ``case C(x)`` reads ``subject.<C.__match_args__[0]>``: the names are attribute names.
 _MATCH_ARGS = "__match_args__"
@@ -118,6 +145,14 @@ _LEAF_FIELDS = frozenset(
 )
 
 _Handler = Callable[[ast.AST, int, _Scope], None]
+
+
+def _attribute_message(rule: str, name: str) -> str:
+    if rule == "module-attribute" and name in MODULE_GLOBALS_ATTRIBUTES:
+        return f"{name!r} reads and writes the globals of any loaded module named by a string"
+    if rule == "module-attribute" and name in PACKAGE_INTERNALS:
+        return f"access to {name!r}, an allowed package's internals"
+    return _ATTRIBUTE_MESSAGES[rule].format(name=name)
 
 
 def _str_constant(node: ast.AST | None) -> str | None:
@@ -132,6 +167,20 @@ def _is_super_call(node: ast.AST) -> bool:
     )
 
 
+#: Builtin classes whose metaclass is ``type`` (whose namespace is a plain dict).
+_BUILTIN_TYPES = frozenset(name for name, value in vars(builtins).items() if type(value) is type)
+
+
+def _plain_bases(node: ast.ClassDef) -> tuple[str, ...] | None:
+    """The names of ``node``'s bases if its metaclass is ``type`` unless one of them is
+    rebound (each base a builtin type's name, no ``metaclass=``); None: it may be anything."""
+    if any(k.arg is None or k.arg == "metaclass" for k in node.keywords):
+        return None
+    if not all(isinstance(b, ast.Name) and b.id in _BUILTIN_TYPES for b in node.bases):
+        return None
+    return tuple(b.id for b in node.bases if isinstance(b, ast.Name))
+
+
 class Checker:
     """Run every rule over one parsed module. Use once: ``Checker(policy).run(tree)``."""
 
@@ -144,13 +193,15 @@ class Checker:
         self._stack: list[tuple[ast.AST, int, _Scope]] = []
         self._callee: dict[int, ast.Call] = {}  # id(call.func) -> call
         self._name_uses: list[tuple[ast.Name, _Scope]] = []
-        self._pending_formats: list[tuple[ast.Attribute, tuple[ast.AST, ...]]] = []
+        #: (where, method, names one of which must be a constant, scope they are read in)
+        self._pending_formats: list[tuple[ast.AST, str, tuple[ast.Name, ...], _Scope]] = []
         self._binding_counts: Counter[str] = Counter()
         self._string_assignments: dict[str, str] = {}  # NAME = "literal", any scope
         self._star_import = False  # ``from m import *`` binds names nobody can count
         self._module_names: dict[str, str] = {}  # name -> module it was bound to by an import
         self._chains: list[ast.Attribute] = []  # attribute chains rooted at a plain name
-        self._self_matching: list[ast.Name] = []  # ``case str(s)``: the builtin, unless rebound
+        self._self_matching: list[tuple[ast.Name, _Scope]] = []  # ``case str(s)``, unless rebound
+        self._super_dunders: list[tuple[ast.Attribute, _Scope]] = []  # ``super().__init__``
         self._format_fields: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._fields: dict[type[ast.AST], tuple[str, ...]] = {}
         self._handlers: dict[type[ast.AST], _Handler] = {
@@ -179,7 +230,7 @@ class Checker:
             ast.AnnAssign: self._assign,  # type: ignore[dict-item]
             ast.AugAssign: self._assign,  # type: ignore[dict-item]
             ast.Dict: self._dict,  # type: ignore[dict-item]
-            ast.Constant: self._leaf,
+            ast.Constant: self._constant_node,  # type: ignore[dict-item]
             ast.Pass: self._leaf,
             ast.Break: self._leaf,
             ast.Continue: self._leaf,
@@ -209,6 +260,7 @@ class Checker:
         self._resolve_formats()
         self._resolve_module_chains()
         self._resolve_class_patterns()
+        self._resolve_super_dunders()
         return self.findings
 
     def _push(self, node: ast.AST | None, depth: int, scope: _Scope) -> None:
@@ -232,7 +284,23 @@ class Checker:
                 push((value, depth, scope))
 
     def _leaf(self, node: ast.AST, depth: int, scope: _Scope) -> None:
-        """Nodes without children worth checking (constants, pass, break, continue)."""
+        """Nodes without children worth checking (pass, break, continue)."""
+
+    def _constant_node(self, node: ast.Constant, depth: int, scope: _Scope) -> None:
+        """Any string literal may end up where a library formats it, names an attribute with
+        it or imports by it (``StrMethodFormatter("{x.__class__}")``, a dict key
+        ``"__array_interface__"``, a backend ``"module://os"``): check them all."""
+        value = node.value
+        if type(value) is not str:
+            return
+        if "{" in value:
+            self._check_format(value, node, "format")
+        if value.startswith("__") and normalize(value) in RAW_MEMORY_PROTOCOLS:
+            self._report("raw-memory", node, f"the string {normalize(value)!r} names {_RAW}")
+        if "module://" in value:
+            self._report(
+                "dynamic-import", node, "'module://' names a module for matplotlib to import"
+            )
 
     # -- findings -----------------------------------------------------------------------------
 
@@ -255,8 +323,7 @@ class Checker:
     def _check_attribute_name(self, name: str, node: ast.AST, context: str = "") -> None:
         rule = attribute_rule(name)
         if rule is not None:
-            message = _ATTRIBUTE_MESSAGES[rule].format(name=normalize(name))
-            self._report(rule, node, f"{context}{message}")
+            self._report(rule, node, f"{context}{_attribute_message(rule, normalize(name))}")
 
     def _bind(self, name: str, scope: _Scope, node: ast.AST) -> None:
         """Record a binding of ``name`` in ``scope``; interpreter internals may not be bound."""
@@ -264,13 +331,17 @@ class Checker:
             self._report("blocked-name", node, f"binding the interpreter-internal name {name!r}")
         elif name in ISINSTANCE_HOOKS:
             self._report("isinstance-hook", node, f"defining {name!r}")
+        elif name in RAW_MEMORY_PROTOCOLS:
+            self._report("raw-memory", node, f"defining {name!r}, {_RAW}")
         scope.bound.add(name)
         self._binding_counts[name] += 1
 
-    def _constant(self, node: ast.AST) -> str | None:
-        """A string literal, or a name bound exactly once in the whole source, to a literal.
+    def _constant(self, node: ast.AST, scope: _Scope) -> str | None:
+        """A string literal, or a name bound exactly once in the whole source, to a literal,
+        read where names mean what they are bound to (``scope``: where ``node`` is evaluated).
 
-        Such a name can only ever hold that literal (or be unbound), whatever scope reads it.
+        Such a name can only ever hold that literal (or be unbound), whatever scope reads it,
+        except in a class body whose namespace may be a mapping of the source's own making.
         """
         literal = _str_constant(node)
         if literal is not None:
@@ -279,9 +350,35 @@ class Checker:
             isinstance(node, ast.Name)
             and not self._star_import
             and self._binding_counts[node.id] == 1
+            and self._plain_namespace(scope)
         ):
             return self._string_assignments.get(node.id)
         return None
+
+    def _plain_namespace(self, scope: _Scope) -> bool:
+        """True when names read in ``scope`` are looked up in plain dicts (the module's, a
+        class's made by ``type``) or fast locals: not in a metaclass's ``__prepare__`` mapping.
+        Known only once every binding has been counted."""
+        current: _Scope | None = scope
+        while current is not None and current.kind is _Kind.CLASS:
+            bases = current.bases
+            if bases is None:
+                return False
+            if not bases:
+                return True  # ``class A:``: type's namespace; outer scopes are not consulted
+            if self._star_import or any(self._binding_counts[b] for b in bases):
+                return False
+            current = current.parent  # where the bases' names were looked up
+        return True
+
+    def _builtin(self, name: str, scope: _Scope) -> bool:
+        """True when ``name`` read in ``scope`` is certainly the builtin of that name."""
+        return (
+            not self._star_import
+            and not self._binding_counts[name]
+            and scope.may_be_builtin(name)
+            and self._plain_namespace(scope)
+        )
 
     # -- scopes -------------------------------------------------------------------------------
 
@@ -304,7 +401,8 @@ class Checker:
             self._push(decorator, depth, scope)
         self._arguments(node.args, depth, scope, inner)
         self._push(node.returns, depth, scope)
-        for param in getattr(node, "type_params", ()):
+        for param in getattr(node, "type_params", ()):  # Python 3.12+: ``def f[T]()``
+            self._bind(param.name, inner, param)
             self._push(param, depth, inner)
         for stmt in node.body:
             self._push(stmt, depth, inner)
@@ -316,10 +414,11 @@ class Checker:
 
     def _class(self, node: ast.ClassDef, depth: int, scope: _Scope) -> None:
         self._bind(node.name, scope, node)
-        inner = _Scope(_Kind.CLASS, scope)
+        inner = _Scope(_Kind.CLASS, scope, _plain_bases(node))
         for expr in (*node.decorator_list, *node.bases, *node.keywords):
             self._push(expr, depth, scope)
-        for param in getattr(node, "type_params", ()):
+        for param in getattr(node, "type_params", ()):  # Python 3.12+: ``class C[T]:``
+            self._bind(param.name, inner, param)
             self._push(param, depth, inner)
         for stmt in node.body:
             self._push(stmt, depth, inner)
@@ -411,7 +510,7 @@ class Checker:
                 and len(node.patterns) == 1
                 and scope.may_be_builtin(cls.id)
             ):
-                self._self_matching.append(cls)
+                self._self_matching.append((cls, scope))
             else:
                 self._report(
                     "class-pattern",
@@ -442,6 +541,7 @@ class Checker:
                 self._check_match_args(value)
             elif name in ISINSTANCE_HOOKS:
                 self._report("isinstance-hook", key or node, f"defining {name!r}")
+            # a raw-memory protocol name as a key is reported with every string literal
         self._children(node, depth, scope)
 
     def _check_match_args(self, value: ast.AST) -> None:
@@ -470,7 +570,7 @@ class Checker:
                 self._report("import-blocked", node, f"module {prefix!r} is always blocked")
                 return
         for part in parts[1:]:
-            if part.lstrip("_") in MODULE_ATTRIBUTES or is_dunder(part):
+            if attribute_rule(part) is not None or part.lstrip("_") in MODULE_ATTRIBUTES:
                 self._report("import-blocked", node, f"submodule {part!r} of {module!r} is blocked")
                 return
         if not self._policy.allows_import(module):
@@ -523,7 +623,9 @@ class Checker:
             root = root.value
         if isinstance(root, ast.Name):
             self._chains.append(node)
-        if not (name in SUPER_DUNDER_METHODS and _is_super_call(node.value)):
+        if name in SUPER_DUNDER_METHODS and _is_super_call(node.value):
+            self._super_dunders.append((node, scope))  # allowed if ``super`` is the builtin
+        else:
             self._check_attribute_name(name, node)
         if (
             isinstance(node.value, ast.Name)
@@ -537,7 +639,7 @@ class Checker:
                 BUILTIN_HINTS.get(name),
             )
         if name in FORMAT_METHODS:
-            self._format_method(node)
+            self._format_method(node, scope)
         self._push(node.value, depth, scope)
 
     def _call(self, node: ast.Call, depth: int, scope: _Scope) -> None:
@@ -547,9 +649,54 @@ class Checker:
                 self._check_match_args(keyword.value)
             elif keyword.arg in ISINSTANCE_HOOKS:
                 self._report("isinstance-hook", keyword, f"defining {keyword.arg!r}")
+            elif keyword.arg in RAW_MEMORY_PROTOCOLS:
+                self._report("raw-memory", keyword, f"defining {keyword.arg!r}, {_RAW}")
+            elif (
+                keyword.arg is not None
+                and "pickle" in keyword.arg.lower()
+                and not (isinstance(keyword.value, ast.Constant) and keyword.value.value is False)
+            ):
+                self._report("unpickling", keyword, f"{keyword.arg}= lets a loader unpickle")
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if called not in ATTRIBUTE_FUNCTIONS:  # those check their name argument themselves
+            for argument in (*node.args, *(k.value for k in node.keywords)):
+                self._attribute_name_argument(argument, called)
+        if called in _LOAD_FUNCTIONS and (
+            len(node.args) >= 3 or any(k.arg is None for k in node.keywords)
+        ):
+            self._report(
+                "unpickling",
+                node,
+                f"{called}() with a third positional argument or unpacked keywords "
+                "(numpy.load's allow_pickle)",
+            )
+        elif called in _FORMAT_GADGETS:
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.Name):  # maybe a constant; known at the end
+                self._pending_formats.append((node, f"{called}()", (first,), scope))
+            elif _str_constant(first) is None:  # a literal is checked like every literal
+                self._report(
+                    "dynamic-format-string",
+                    node,
+                    f"{called}() with a format string that is not a literal",
+                )
         self._children(node, depth, scope)
 
-    def _format_method(self, node: ast.Attribute) -> None:
+    def _attribute_name_argument(self, argument: ast.AST, called: str | None) -> None:
+        """``s.agg("__class__")``, ``helper(fn, "__getattribute__", "__globals__")``: library
+        functions that look an attribute up by a name they are given are too many to list, so
+        a dunder or frame-internal name passed to any call is reported (``"__main__"`` aside).
+        """
+        name = _str_constant(argument)
+        if name is None or name == "__main__":
+            return
+        rule = attribute_rule(name)
+        if rule in ("dunder-attribute", "frame-attribute"):
+            message = _attribute_message(rule, normalize(name))
+            self._report(rule, argument, f"{message}, as an argument to {called or 'a call'}()")
+
+    def _format_method(self, node: ast.Attribute, scope: _Scope) -> None:
         """``<fmt>.format(...)``, ``str.format(<fmt>, ...)``, ``Formatter().vformat(<fmt>)``."""
         receiver = _str_constant(node.value)
         if receiver is not None:
@@ -563,7 +710,7 @@ class Checker:
             return
         # Maybe a module-level constant; known only once the whole tree has been seen.
         candidates = tuple(n for n in (node.value, first) if isinstance(n, ast.Name))
-        self._pending_formats.append((node, candidates))
+        self._pending_formats.append((node, f".{node.attr}", candidates, scope))
 
     def _check_format(self, fmt: str, node: ast.AST, method: str) -> None:
         key = (fmt, "get_field" if method == "get_field" else "format")
@@ -649,14 +796,22 @@ class Checker:
 
     def _resolve_class_patterns(self) -> None:
         """``case str(s)`` is the builtin ``str`` only if no binding anywhere renames it."""
-        for cls in self._self_matching:
-            if self._star_import or self._binding_counts[cls.id]:
+        for cls, scope in self._self_matching:
+            if not self._builtin(cls.id, scope):
                 self._report(
                     "class-pattern",
                     cls,
-                    f"positional sub-pattern in 'case {cls.id}(...)', and {cls.id!r} is "
-                    "rebound in this source",
+                    f"positional sub-pattern in 'case {cls.id}(...)', and {cls.id!r} may not "
+                    "be the builtin here (it is rebound in this source, or read in a class "
+                    "body whose metaclass may map names to anything)",
                 )
+
+    def _resolve_super_dunders(self) -> None:
+        """``super().__init__`` is exempt from the dunder rule only if ``super`` is the
+        builtin: ``super = lambda: obj`` (or a class namespace) makes it ``obj.__init__``."""
+        for node, scope in self._super_dunders:
+            if not self._builtin("super", scope):
+                self._check_attribute_name(node.attr, node, "'super' may not be the builtin here: ")
 
     def _first_forbidden(self, value: object, attrs: list[str]) -> tuple[int, str] | None:
         """Follow ``attrs`` from ``value``: the first step that may not be touched, and why."""
@@ -673,17 +828,17 @@ class Checker:
         return None
 
     def _resolve_formats(self) -> None:
-        for node, candidates in self._pending_formats:
+        for node, method, candidates, scope in self._pending_formats:
             for candidate in candidates:
-                value = self._constant(candidate)
+                value = self._constant(candidate, scope)
                 if value is not None:
-                    self._check_format(value, candidate, node.attr)
+                    self._check_format(value, candidate, method.strip(".()"))
                     break
             else:
                 self._report(
                     "dynamic-format-string",
                     node,
-                    f"'.{node.attr}' on a format string that is not a literal",
+                    f"'{method}' on a format string that is not a literal",
                 )
 
     def _resolve_names(self) -> None:
@@ -713,9 +868,9 @@ class Checker:
                     "builtin-alias", node, f"{name!r} used as a value; call it directly instead"
                 )
             else:
-                self._attribute_call(name, call)
+                self._attribute_call(name, call, scope)
 
-    def _attribute_call(self, function: str, call: ast.Call) -> None:
+    def _attribute_call(self, function: str, call: ast.Call, scope: _Scope) -> None:
         """``getattr(obj, name, ...)`` and friends: the name must be a safe literal."""
         args = call.args
         unpacked = any(isinstance(a, ast.Starred) for a in args[:2]) or (
@@ -726,7 +881,7 @@ class Checker:
             return
         if len(args) < 2:
             return  # a TypeError at run time, nothing is looked up
-        literal = self._constant(args[1])
+        literal = self._constant(args[1], scope)
         if literal is None:
             self._report(
                 "dynamic-attribute",

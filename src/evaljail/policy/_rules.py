@@ -19,11 +19,16 @@ __all__ = [
     "ISINSTANCE_HOOKS",
     "MACHINERY_NAMES",
     "MODULE_ATTRIBUTES",
+    "MODULE_GLOBALS_ATTRIBUTES",
+    "PACKAGE_INTERNALS",
+    "RAW_MEMORY_ATTRIBUTES",
+    "RAW_MEMORY_PROTOCOLS",
     "RULES",
     "SAFE_DUNDER_ATTRIBUTES",
     "SAFE_DUNDER_NAMES",
     "STRING_EVALUATION_ATTRIBUTES",
     "SUPER_DUNDER_METHODS",
+    "UNPICKLING_ATTRIBUTES",
     "Rule",
     "attribute_rule",
     "is_dunder",
@@ -119,14 +124,30 @@ _CATALOGUE: tuple[Rule, ...] = (
     Rule(
         rule_id="module-attribute",
         summary="a blocked module reached through another module's attribute (typing.sys, "
-        "x._os, numpy.ctypeslib, from typing import sys)",
-        hint="Modules re-exported by allowed modules are blocked like their import.",
+        "x._os, numpy.ctypeslib, from typing import sys), a helper that reads any loaded "
+        "module's globals by name (enum's _convert_, global_enum), or an allowed package's "
+        "internals (pandas.core, numpy._core, matplotlib.cbook)",
+        hint="Modules re-exported by allowed modules are blocked like their import; use the "
+        "packages' public API.",
     ),
     Rule(
         rule_id="string-evaluation",
         summary="library functions that evaluate strings as code (typing.get_type_hints, "
         "typing.ForwardRef, ._evaluate, ._eval_type, pandas .eval)",
         hint="These run code from strings with the unrestricted builtins; write the logic out.",
+    ),
+    Rule(
+        rule_id="unpickling",
+        summary="loading pickles, which runs any code the data names: pandas.read_pickle, "
+        "pickle_compat, numpy.load with allow_pickle, numpy.lib.format.read_array, NpzFile",
+        hint="Evals receive their data in the trace; parse JSON with json.loads.",
+    ),
+    Rule(
+        rule_id="raw-memory",
+        summary="numpy's and pandas' raw-memory protocols and views, which read and write "
+        "memory at any address: __array_interface__, __array_struct__, __dataframe__ (defined "
+        "or named), as_strided, from_dataframe, interchange, from_address",
+        hint="Build arrays from Python values (numpy.array, pandas.DataFrame) instead.",
     ),
     Rule(
         rule_id="isinstance-hook",
@@ -259,6 +280,15 @@ INTROSPECTION_ATTRIBUTES: frozenset[str] = frozenset(
         "currentframe",
         # the real ``open`` as libraries keep it (numpy.lib._datasource._open, tarfile ...)
         "_open", "bltn_open", "builtin_open", "_builtin_open",
+        # library helpers that call getattr/setattr with a name they are given, on an object
+        # they are given: pandas' Apply._apply_str(None, fn, "__globals__"), numpy's
+        # _wrapfunc(fn, "__getattribute__", "__globals__"), matplotlib's _setattr_cm ...
+        "_apply_str", "_wrapfunc", "_wrapit", "_wrapreduction", "_wrapreduction_any_all",
+        "temp_setattr", "_setattr_cm", "array_ufunc", "default_array_ufunc",
+        "dispatch_ufunc_with_out", "dispatch_reduction_ufunc", "_inherit_from_data",
+        "_highlight_value",
+        # pandas sets a class attribute of any name to what an accessor class returns
+        "register_dataframe_accessor", "register_series_accessor", "register_index_accessor",
     }
 )  # fmt: skip
 
@@ -283,22 +313,54 @@ MODULE_ATTRIBUTES: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
+#: Library helpers that read or write the globals of any loaded module named by a string:
+#: ``type(re.RegexFlag)._convert_(C, "X", "linecache", f)`` hands back ``linecache.os``,
+#: ``enum.global_enum`` writes a class's members into ``sys.modules[cls.__module__]``.
+MODULE_GLOBALS_ATTRIBUTES: frozenset[str] = frozenset({"_convert_", "_old_convert_", "global_enum"})
+
+#: Internals of allowed third-party packages (exact names), full of helpers that import,
+#: evaluate or look attributes up by a name they are given: pandas.core (computation, apply,
+#: common), numpy._core, pandas._libs, pandas._testing, pandas.compat, matplotlib.cbook and
+#: matplotlib._api. Evals use the packages' public API.
+PACKAGE_INTERNALS: frozenset[str] = frozenset(
+    {"core", "_core", "_libs", "_testing", "compat", "cbook", "_api"}
+)
+
 #: Attributes of library functions that evaluate strings as code, with real builtins.
 STRING_EVALUATION_ATTRIBUTES: frozenset[str] = frozenset(
     {
         "get_type_hints", "ForwardRef", "_evaluate", "_eval_type", "evaluate_forward_ref", "eval",
         "query",  # pandas' DataFrame.query: an expression engine with attribute access
+        "computation",  # pandas.core.computation: Expr, Scope (frames), the eval engine
     }
+)  # fmt: skip
+
+#: Functions that unpickle (any name containing "pickle" is caught too: read_pickle,
+#: pickle_compat, allow_pickle=...).
+UNPICKLING_ATTRIBUTES: frozenset[str] = frozenset({"read_array", "NpzFile"})
+
+#: Protocols through which numpy and pandas take a raw address from a Python object: an
+#: ``__array_interface__`` whose ``data`` is ``(address, False)`` is read and written in place.
+RAW_MEMORY_PROTOCOLS: frozenset[str] = frozenset(
+    {"__array_interface__", "__array_struct__", "__dataframe__"}
+)
+
+#: Functions that view memory at a computed address or stride.
+RAW_MEMORY_ATTRIBUTES: frozenset[str] = frozenset(
+    {"as_strided", "from_dataframe", "interchange", "from_address", "from_buffer",
+     "from_buffer_copy"}
 )  # fmt: skip
 
 #: Metaclass hooks that make ``isinstance`` (and so ``case C(x)``) accept any object.
 ISINSTANCE_HOOKS: frozenset[str] = frozenset({"__instancecheck__", "__subclasscheck__"})
 
-#: Attributes that import modules by run-time name.
+#: Attributes that import modules by run-time name (matplotlib imports a backend named
+#: ``module://os`` as the module ``os``).
 DYNAMIC_IMPORT_ATTRIBUTES: frozenset[str] = frozenset(
     {
         "import_module", "load_module", "exec_module", "module_from_spec",
-        "spec_from_file_location", "spec_from_loader",
+        "spec_from_file_location", "spec_from_loader", "load_backend_module",
+        "switch_backend", "backend_registry", "_backend_module_name",
     }
 )  # fmt: skip
 
@@ -330,14 +392,22 @@ def attribute_rule(name: str) -> str | None:
     ``name`` is normalised first, so it may come from a string literal.
     """
     name = normalize(name)
+    if name in RAW_MEMORY_PROTOCOLS or name in RAW_MEMORY_ATTRIBUTES:
+        return "raw-memory"
     if is_dunder(name):
         return None if name in SAFE_DUNDER_ATTRIBUTES else "dunder-attribute"
     if name in FRAME_ATTRIBUTES:
         return "frame-attribute"
     if name in INTROSPECTION_ATTRIBUTES:
         return "introspection-attribute"
-    if name.lstrip("_") in MODULE_ATTRIBUTES:
+    if (
+        name.lstrip("_") in MODULE_ATTRIBUTES
+        or name in MODULE_GLOBALS_ATTRIBUTES
+        or name in PACKAGE_INTERNALS
+    ):
         return "module-attribute"
+    if name in UNPICKLING_ATTRIBUTES or "pickle" in name.lower():
+        return "unpickling"
     if name in DYNAMIC_IMPORT_ATTRIBUTES:
         return "dynamic-import"
     if name in STRING_EVALUATION_ATTRIBUTES:

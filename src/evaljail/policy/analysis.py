@@ -15,7 +15,8 @@ Input it cannot analyse safely is an exception, never a crash or a stall:
   raises :class:`SourceTooComplexError`.
 
 Parser warnings about the source (SyntaxWarning, DeprecationWarning) are ignored: see
-:func:`_ignore_parser_warnings`, the one process-wide side effect.
+:func:`_ignore_parser_warnings`, the one process-wide side effect. Parsing itself is serialised
+across threads (:data:`_PARSE_LOCK`), the one piece of module state: see :func:`parse_module`.
 
 Source that is not text is a finding, not an exception: bytes that do not decode (UTF-8 unless
 a PEP 263 coding comment says otherwise) and strings with lone surrogates give an
@@ -29,6 +30,7 @@ import bisect
 import io
 import itertools
 import re
+import threading
 import tokenize
 import warnings
 from dataclasses import dataclass
@@ -40,13 +42,20 @@ from ._checker import Checker, Finding
 from ._policy import Policy
 from ._rules import RULES
 
-__all__ = ["AnalysisReport", "analyze"]
+__all__ = ["AnalysisReport", "analyze", "parse_module"]
 
 #: Syntax errors that are the tokenizer's nesting limits: "too complex", not "invalid".
 _TOKENIZER_LIMITS = ("too many nested parentheses", "too many levels of indentation")
 
 #: The file name untrusted source is parsed under; parser warnings are attributed to it.
 _PARSE_FILENAME = "<evaljail-analysis>"
+
+#: CPython 3.11 keeps the AST constructor's recursion-depth count in per-interpreter state
+#: (python/cpython#106905): when another thread's ``ast.parse`` starts while one is building
+#: its tree (a garbage collection that runs Python code lets the interpreter switch threads
+#: there), one of them fails with ``SystemError: AST constructor recursion depth mismatch``.
+#: ``ast.parse`` holds the GIL throughout, so serialising it costs no parallelism.
+_PARSE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +171,16 @@ def _columns(findings: list[Finding], text: str) -> tuple[Violation, ...]:
     return tuple(sorted(violations, key=lambda v: (v.line, v.col, v.rule_id, v.message)))
 
 
+def parse_module(text: str, filename: str = _PARSE_FILENAME) -> ast.Module:
+    """``ast.parse(text, filename)``, safe to call from several threads at once.
+
+    Every ``ast.parse`` of untrusted source in a multi-threaded host (the service analyses in
+    worker threads) should go through here; it raises what ``ast.parse`` raises.
+    """
+    with _PARSE_LOCK:
+        return ast.parse(text, filename=filename, mode="exec")
+
+
 def analyze(source: str | bytes, policy: Policy | None = None) -> AnalysisReport:
     """Check ``source`` against ``policy`` (default: the core policy) without running it.
 
@@ -189,7 +208,7 @@ def analyze(source: str | bytes, policy: Policy | None = None) -> AnalysisReport
 
     _ignore_parser_warnings()
     try:
-        tree = ast.parse(text, filename=_PARSE_FILENAME, mode="exec")
+        tree = parse_module(text)
     except SyntaxError as exc:
         message = exc.msg or "invalid syntax"
         if any(limit_msg in message for limit_msg in _TOKENIZER_LIMITS):

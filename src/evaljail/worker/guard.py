@@ -21,6 +21,7 @@ __all__ = [
     "BoundedWriter",
     "OutputLimitExceeded",
     "describe_value",
+    "refuse_unpickling",
     "restricted_builtins",
 ]
 
@@ -28,7 +29,10 @@ _FRAME_ATTRS = frozenset(
     {
         "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "f_trace", "gi_frame",
         "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code",
-        "ag_await", "tb_frame", "tb_next", "co_code", "func_globals", "mro",
+        "ag_await", "tb_frame", "tb_next", "co_code", "co_consts", "co_names", "func_globals",
+        "func_code", "func_closure", "mro", "cell_contents", "_getframe", "_current_frames",
+        "currentframe", "_convert_", "_old_convert_", "global_enum", "_apply_str", "_wrapfunc",
+        "temp_setattr", "_setattr_cm",
     }
 )  # fmt: skip
 
@@ -74,10 +78,8 @@ class BoundedWriter(io.TextIOBase):
         return text
 
 
-def _bad_name(name: object) -> str | None:
-    """Why ``name`` may not be used as an attribute name (None when it may)."""
-    if not isinstance(name, str):
-        return None
+def _bad_name(name: str) -> str | None:
+    """Why ``name`` (an exact ``str``) may not be used as an attribute name (None: it may)."""
     norm = unicodedata.normalize("NFKC", name)
     if norm.startswith("__") and norm.endswith("__"):
         return f"access to dunder attribute {norm!r} is not allowed"
@@ -88,9 +90,13 @@ def _bad_name(name: object) -> str | None:
 
 def _guarded_attr_fn(real: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(obj: Any, name: Any, *args: Any) -> Any:
-        why = _bad_name(name)
-        if why is not None:
-            raise AttributeError(why)
+        if isinstance(name, str):
+            # A str subclass can override startswith, __eq__ ... and ``normalize`` hands an
+            # already normal string back as it is: check, and look up, an exact copy.
+            name = "".join((name,)) if type(name) is not str else name
+            why = _bad_name(name)
+            if why is not None:
+                raise AttributeError(why)
         return real(obj, name, *args)
 
     guarded.__name__ = real.__name__
@@ -143,6 +149,21 @@ def restricted_builtins(allowed_imports: Iterable[str], blocked: Iterable[str]) 
     for name in ("getattr", "setattr", "delattr", "hasattr"):
         safe[name] = _guarded_attr_fn(getattr(builtins, name))
     return safe
+
+
+def refuse_unpickling(event: str, args: tuple[Any, ...]) -> None:
+    """An audit hook (``sys.addaudithook``) that refuses every global a pickle names.
+
+    Unpickling runs whatever callable the data names with the real builtins, and the allowed
+    libraries unpickle data they are handed in more places than any name list can follow
+    (``pandas.read_pickle`` of a file-like object, ``numpy.load(..., allow_pickle=True)``,
+    ``pandas.compat.pickle_compat.loads``, joblib in an extra package ...). The jail's own
+    machinery never unpickles (it speaks JSON and marshal), so a child may install this hook
+    for good before it runs user code: audit hooks cannot be removed, and every unpickler (the
+    C one and the pure-Python one) raises ``pickle.find_class`` before it resolves a global.
+    """
+    if event == "pickle.find_class":
+        raise PermissionError(f"unpickling is not allowed (the data names {args[0]}.{args[1]})")
 
 
 def describe_value(value: Any, *, text_limit: int, depth: int = 0) -> dict[str, Any]:

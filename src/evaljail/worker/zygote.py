@@ -32,7 +32,7 @@ from .child import (
     compile_source,
     spare_main,
 )
-from .guard import restricted_builtins
+from .guard import refuse_unpickling, restricted_builtins
 from .protocol import (
     FRAME_HEADER,
     MAX_FRAME_BYTES,
@@ -254,6 +254,9 @@ class _Zygote:
                 loaded.append(name)
             except Exception as exc:
                 failed[name] = f"{type(exc).__name__}: {exc}"
+        # For good, in the zygote and so in every child: the jail never unpickles, and the
+        # allowed libraries unpickle in more places than static analysis can name.
+        sys.addaudithook(refuse_unpickling)
         child_bpf = message.get("child_seccomp_bpf")
         if child_bpf:
             self.seccomp = SeccompFilter(bytes.fromhex(child_bpf))
