@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -71,6 +72,48 @@ def test_bad_input_is_refused_clearly(runner: PythonRunner) -> None:
         runner.execute_batch("x = 1", None, [])
     with pytest.raises(ConfigurationError, match="code must be a str"):
         runner.execute(b"print(1)")  # type: ignore[arg-type]
+
+
+def test_trace_ids_are_strings_or_integers(runner: PythonRunner) -> None:
+    """The message said "must be a string" although integers are accepted (and become text)."""
+    batch = runner.execute_batch(EVAL, None, [{"trace_id": 42, "steps": []}, {"steps": [1]}])
+    assert [r.trace_id for r in batch.results] == ["42", "1"]  # no id: named by position
+    for bad, name in [(1.5, "float"), (None, "NoneType"), (True, "bool")]:
+        with pytest.raises(ConfigurationError) as info:
+            runner.execute_batch(EVAL, None, [{"trace_id": "a"}, {"trace_id": bad}])
+        assert info.value.message == (
+            f"trace #1: trace_id must be a string or an integer, got {name}"
+        )
+
+
+_BIG_EVAL = (
+    "def eval_big(trace):\n"
+    "    ok = trace['n'] == 10 ** 4400 and trace['l'] == [-(10 ** 5000), 3, 10 ** 4299]\n"
+    "    return ok and trace['k'] == {'1' + '0' * 4301: 1}, str(trace['n'] % 997)\n"
+)
+
+
+@pytest.mark.parametrize("backend", ["local", "mock"])
+def test_integers_past_the_digit_limit_reach_the_eval(runner: PythonRunner, backend: str) -> None:
+    """CPython's json.dumps refuses ints of more than 4 300 digits; JSON has none, the
+    service passes them on and the child decodes them. The API refused such a trace."""
+    data = {"n": 10**4400, "l": (-(10**5000), 3, 10**4299), "k": {10**4301: 1}}
+    traces = [{"trace_id": 10**4500, "data": data}, {"trace_id": "small", "data": {"n": 1}}]
+    mock = PythonRunner(backend="mock") if backend == "mock" else None
+    with mock or contextlib.nullcontext(runner) as r:
+        big, small = r.execute_batch(_BIG_EVAL, None, traces).results
+    assert (big.outcome, big.reason) == (Outcome.PASSED, str(10**4400 % 997))
+    assert big.trace_id == "1" + "0" * 4500
+    assert (small.outcome, small.reason) == (Outcome.FAILED, "1")
+
+
+def test_unencodable_data_still_names_its_cause(runner: PythonRunner) -> None:
+    loop: list[object] = [10**5000]
+    loop.append(loop)
+    with pytest.raises(ConfigurationError, match="Circular reference"):
+        runner.execute_batch(EVAL, None, [{"trace_id": "a", "data": loop}])
+    with pytest.raises(ConfigurationError, match="not JSON-serialisable"):
+        runner.execute_batch(EVAL, None, [{"trace_id": "a", "data": [10**5000, object()]}])
 
 
 def test_rejected_batch_reports_every_trace(runner: PythonRunner) -> None:

@@ -15,17 +15,20 @@ import asyncio
 import contextlib
 import io
 import json
+import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar, overload
 
 from .errors import ConfigurationError, EvalFunctionNotFoundError
 from .policy import Policy, Profile
-from .policy.analysis import AnalysisReport, analyze
+from .policy.analysis import AnalysisReport, analyze, parse_module
 from .policy.contract import find_eval_function
 from .policy.outcomes import script_result, trace_result
 from .settings import Settings
@@ -36,6 +39,7 @@ from .types import (
     TraceItem,
     TraceResult,
     Violation,
+    trace_id_text,
 )
 from .worker.child import SOURCE_NAME, error_message, user_traceback
 from .worker.guard import describe_value
@@ -64,8 +68,10 @@ class TraceList(Sequence[TraceItem]):
     """A batch's traces: checked up front, each JSON-encoded the first time it is read.
 
     Accepts the seed's ``{"trace_id", "data"}`` items or bare iofold traces (``trace_id`` +
-    ``steps``); ``TraceItem`` objects (data already JSON text) pass through. A malformed item
-    raises ConfigurationError here; data that cannot be encoded raises it when read. The pool
+    ``steps``); ``TraceItem`` objects (data already JSON text) pass through. A ``trace_id`` is a
+    string or an integer (``42`` becomes ``"42"``); without one, a trace is named by its
+    position. A malformed item raises ConfigurationError here; data that cannot be encoded
+    raises it when read. Integers of any length are encoded (JSON has no digit limit). The pool
     reads the list one chunk at a time as it hands chunks to workers, so encoding a large
     batch (~0.25 s per 40 MB) overlaps the jailed work instead of preceding it.
     """
@@ -89,12 +95,16 @@ class TraceList(Sequence[TraceItem]):
                     details={"index": index},
                 )
             trace_id = raw.get("trace_id", str(index))
-            if not isinstance(trace_id, str | int) or isinstance(trace_id, bool):
+            try:
+                trace_id = trace_id_text(trace_id)
+            except TypeError:
                 raise ConfigurationError(
-                    f"trace #{index}: trace_id must be a string", details={"index": index}
-                )
+                    f"trace #{index}: trace_id must be a string or an integer, "
+                    f"got {type(trace_id).__name__}",
+                    details={"index": index},
+                ) from None
             self._items.append(None)
-            self._ids.append(str(trace_id))
+            self._ids.append(trace_id)
             self._data.append(raw["data"] if "data" in raw else raw)
 
     def __len__(self) -> int:
@@ -165,14 +175,72 @@ def _source(code: object) -> str:
     return code[1:] if code.startswith("\ufeff") else code
 
 
+def _dumps(data: Any) -> str:
+    try:
+        data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
+        if not data_json.isascii():
+            data_json.encode("utf-8")  # lone surrogates raise here, not in a worker
+    except UnicodeEncodeError:
+        data_json = json.dumps(data, ensure_ascii=True, allow_nan=True)
+    return data_json
+
+
+def _int_text(value: int) -> str | None:
+    """An int's JSON text when ``json.dumps`` cannot write it (over 4 300 digits), else None."""
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return str(Decimal(int(value)))
+    return None
+
+
+def _dumps_big_ints(data: Any, error: ValueError) -> str:
+    """``json.dumps`` of ``data`` with integers past CPython's 4 300-digit limit written out.
+
+    JSON has no digit limit and the child decodes traces without one, so such a trace reaches
+    the eval as it is. Each big integer is swapped for a unique placeholder string, then its
+    digits replace the quoted placeholder in the text. Raises ``error`` again when the data
+    holds no big integer (it failed for another reason, such as a circular reference).
+    """
+    nonce = secrets.token_hex(16)
+    digits: list[str] = []
+    active: set[int] = set()
+
+    def key(k: Any) -> Any:
+        text = _int_text(k) if isinstance(k, int) and not isinstance(k, bool) else None
+        return k if text is None else text  # a JSON key is a string anyway
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            text = _int_text(value)
+            if text is None:
+                return value
+            digits.append(text)
+            return f"{nonce}:{len(digits) - 1}"
+        if isinstance(value, dict | list | tuple):
+            if id(value) in active:
+                raise ValueError("Circular reference detected")  # as json.dumps says
+            active.add(id(value))
+            try:
+                if isinstance(value, dict):
+                    return {key(k): walk(v) for k, v in value.items()}
+                return [walk(v) for v in value]
+            finally:
+                active.discard(id(value))
+        return value
+
+    walked = walk(data)
+    if not digits:
+        raise error
+    return re.sub(f'"{nonce}:([0-9]+)"', lambda m: digits[int(m.group(1))], _dumps(walked))
+
+
 def _encode_trace(index: int, trace_id: str, data: Any) -> str:
     try:
         try:
-            data_json = json.dumps(data, ensure_ascii=False, allow_nan=True)
-            if not data_json.isascii():
-                data_json.encode("utf-8")  # lone surrogates raise here, not in a worker
-        except UnicodeEncodeError:
-            data_json = json.dumps(data, ensure_ascii=True, allow_nan=True)
+            data_json = _dumps(data)
+        except ValueError as exc:  # maybe an integer of more than 4 300 digits
+            data_json = _dumps_big_ints(data, exc)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"trace #{index} ({trace_id}): data is not JSON-serialisable: {exc}",
@@ -184,6 +252,16 @@ def _encode_trace(index: int, trace_id: str, data: Any) -> str:
             details={"index": index, "trace_id": trace_id},
         ) from None
     return data_json
+
+
+def _decode_trace(data_json: str) -> Any:
+    """``json.loads`` of a trace's text, with integers of any length (as the child reads it)."""
+    try:
+        return json.loads(data_json)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer of more than 4 300 digits
+        return json.loads(data_json, parse_int=lambda text: int(Decimal(text)))
 
 
 class Backend(Protocol):
@@ -400,10 +478,8 @@ class PythonRunner:
             assert report.tree is not None
             function_name = find_eval_function(report.tree, function_name)
         elif not function_name:
-            import ast
-
             try:
-                function_name = find_eval_function(ast.parse(code), None)
+                function_name = find_eval_function(parse_module(code), None)
             except SyntaxError as exc:
                 raise EvalFunctionNotFoundError(f"code does not parse: {exc}") from exc
         budget_ms = batch_timeout_ms or max(policy.limits.timeout_ms * max(len(items), 1), 60_000)
@@ -621,7 +697,7 @@ class MockBackend:
         for item in items:
             if stop is not None and stop.is_set():
                 return future
-            data = json.loads(item.data_json)
+            data = _decode_trace(item.data_json)
             if self._responder is not None:
                 result = replace(self._responder(code, data), index=item.index)
             else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -16,7 +17,24 @@ __all__ = [
     "TraceItem",
     "TraceResult",
     "Violation",
+    "trace_id_text",
 ]
+
+
+def trace_id_text(value: str | int) -> str:
+    """A trace id as results carry it: a string or an integer (not a bool), as text.
+
+    ``42`` and ``"42"`` name the same trace. An integer of any length is accepted (CPython's
+    4 300-digit limit applies to ``str(int)``, not to ``Decimal``). Raises TypeError otherwise.
+    """
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"a trace_id must be a string or an integer, got {type(value).__name__}")
+    try:
+        return str(int(value))
+    except ValueError:  # more than 4 300 digits
+        return str(Decimal(int(value)))
 
 
 class Outcome(enum.StrEnum):

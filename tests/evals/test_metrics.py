@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -46,9 +47,50 @@ def test_neutral_never_contradicts_and_no_verdict_is_not_a_failure() -> None:
         {"n1": "neutral", "n2": "neutral", "err": "positive", "u": "neutral"},
     )
     assert report.contradictions == ()
-    assert report.neutral == 2 and report.no_verdict == 1 and report.unrated == 1
+    assert report.neutral == 3 and report.neutral_without_verdict == 1
+    assert report.no_verdict == 1 and report.unrated == 1
     assert report.compared == 0
     assert report.accuracy is None and report.cohen_kappa is None and report.f1 is None
+
+
+def test_every_trace_is_counted_exactly_once() -> None:
+    """Each (rating, verdict) cell lands in one bucket, and the buckets add up to the traces:
+    a neutral-rated or unrated trace without a verdict used to be counted nowhere."""
+    cells = {
+        "pos-pass": ("positive", True), "pos-none": ("positive", None),
+        "neg-fail": ("negative", False), "neg-none": ("negative", None),
+        "neu-pass": ("neutral", True), "neu-none": ("neutral", None),
+        "free-fail": (None, False), "free-none": (None, None),
+    }  # fmt: skip
+    feedback = {k: rating for k, (rating, _) in cells.items() if rating is not None}
+    feedback["ghost"] = "positive"  # rated, but not among the traces
+    report = compare([_v(k, passed) for k, (_, passed) in cells.items()], feedback)
+    assert (report.compared, report.no_verdict) == (2, 2)
+    assert (report.neutral, report.neutral_without_verdict) == (2, 1)
+    assert (report.unrated, report.unrated_without_verdict) == (2, 1)
+    assert report.traces == len(cells)
+    assert report.feedback_not_in_traces == ("ghost",)
+    data = report.to_dict()
+    assert data["compared"] + data["no_verdict"] + data["neutral"] + data["unrated"] == 8
+    assert data["traces"] == 8 and data["feedback_not_in_traces"] == ["ghost"]
+
+
+def test_a_trace_with_several_verdicts_is_refused() -> None:
+    """Its one rating would otherwise be counted once per copy."""
+    with pytest.raises(ValueError, match="'a' has several verdicts"):
+        compare([_v("a", True), _v("b", True), _v("a", True)], {"a": "positive"})
+
+
+def test_kappa_at_chance_is_exactly_zero() -> None:
+    """No predicted positive, 1 positive and 6 negative ratings: p_o == p_e. In floats that
+    was -7.8e-16, printed -0.000; the integer form gives 0.0 exactly."""
+    report = compare(
+        [_v(f"t{i}", False) for i in range(7)],
+        {"t0": "positive"} | {f"t{i}": "negative" for i in range(1, 7)},
+    )
+    assert report.cohen_kappa == 0.0
+    assert math.copysign(1.0, report.cohen_kappa) == 1.0
+    assert report.precision is None and report.f1 == 0.0  # 2tp / (2tp + fp + fn)
 
 
 def test_perfect_and_chance_agreement() -> None:
@@ -165,8 +207,30 @@ def test_jsonl_and_array_traces(tmp_path: Path) -> None:
     [
         ('{"trace_id": "a"}\n{"trace_id": "b"\n', "t.jsonl:2: invalid JSON"),
         ('{"trace_id": "a"}\n[1, 2]\n', "t.jsonl:2: a trace must be a JSON object"),
-        ('{"trace_id": "a"}\n{"steps": []}\n', "t.jsonl:2: a trace needs a string trace_id"),
-        ('{"trace_id": true}\n', "t.jsonl:1: a trace needs a string trace_id"),
+        (
+            '{"trace_id": "a"}\n{"steps": []}\n',
+            "t.jsonl:2: a trace needs a trace_id (a string or an integer)",
+        ),
+        (
+            '{"trace_id": true}\n',
+            "t.jsonl:1: a trace needs a trace_id (a string or an integer), got a boolean",
+        ),
+        (
+            '{"trace_id": null}\n',
+            "t.jsonl:1: a trace needs a trace_id (a string or an integer), got null",
+        ),
+        (
+            '{"trace_id": 1.5}\n',
+            "t.jsonl:1: a trace needs a trace_id (a string or an integer), got a number",
+        ),
+        (
+            '{"trace_id": "a"}\n{"trace_id": "b"}\n\n{"trace_id": "a"}\n',
+            "t.jsonl:4: a duplicate trace id: 'a' (lines 1, 4); every trace needs its own",
+        ),
+        (
+            '{"trace_id": "1"}\n{"trace_id": "b"}\n{"trace_id": "b"}\n{"trace_id": 1}\n',
+            "t.jsonl:3: 2 duplicate trace ids: 'b' (lines 2, 3), '1' (lines 1, 4); every",
+        ),
         ('{"trace_id": "a", "data": 1, "x": 2}\n', "t.jsonl:1: a {trace_id, data} item"),
         ("\n\n", "t.jsonl:1: no traces"),
         ('[\n {"trace_id": "a"},\n {"trace_id": \n', "t.jsonl:4: invalid JSON"),
@@ -181,6 +245,36 @@ def test_bad_trace_files_name_the_line(tmp_path: Path, content: str, message: st
         load_traces(path)
     assert info.value.message.startswith(message), info.value.message
     assert info.value.details["line"] == int(message.split(":")[1])
+
+
+def test_duplicate_trace_ids_are_all_named(tmp_path: Path) -> None:
+    """Never accepted silently (a rating counted once per copy); every copy is named."""
+    path = tmp_path / "t.json"
+    ids = [f"t{i % 15}" for i in range(30)]  # 15 ids, each twice
+    path.write_text("[\n" + ",\n".join(json.dumps({"trace_id": t}) for t in ids) + "\n]\n")
+    with pytest.raises(ConfigurationError) as info:
+        load_traces(path)
+    message = info.value.message
+    assert message.startswith("t.json:17: 15 duplicate trace ids: 't0' (lines 2, 17), ")
+    assert "and 5 more;" in message
+    assert info.value.details["duplicates"]["t14"] == [16, 31]
+    assert len(info.value.details["duplicates"]) == 15
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "array"])
+def test_integers_past_the_digit_limit_are_read(tmp_path: Path, layout: str) -> None:
+    """CPython refuses int(str) past 4 300 digits; JSON has no limit, and the service and
+    the child read such numbers. The file reader raised a bare ValueError (a traceback)."""
+    big = "9" * 5000
+    rows = [f'{{"trace_id": "a", "n": [{big}, -{big}]}}', f'{{"trace_id": {big}, "m": 1}}']
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(rows) if layout == "jsonl" else "[" + ",\n".join(rows) + "]")
+    first, second = load_traces(path)
+    assert first.data["n"] == [10**5000 - 1, -(10**5000 - 1)]
+    assert second.trace_id == big and second.data["m"] == 1
+    feedback = tmp_path / "f.jsonl"
+    feedback.write_text(f'{{"trace_id": {big}, "rating": "positive"}}\n')
+    assert load_feedback(feedback) == {big: Rating.POSITIVE}
 
 
 def test_non_utf8_and_missing_files(tmp_path: Path) -> None:
@@ -199,7 +293,10 @@ def test_non_utf8_and_missing_files(tmp_path: Path) -> None:
          "f.jsonl:2: rating must be"),
         ('{"trace_id": "a", "rating": "positive"}\n{"trace_id": "a", "rating": "negative"}\n',
          "f.jsonl:2: trace 'a' is rated twice (first on line 1)"),
-        ('{"rating": "positive"}\n', "f.jsonl:1: feedback needs a string trace_id"),
+        ('{"rating": "positive"}\n',
+         "f.jsonl:1: feedback needs a trace_id (a string or an integer)"),
+        ('{"trace_id": null, "rating": "positive"}\n',
+         "f.jsonl:1: feedback needs a trace_id (a string or an integer), got null"),
         ("nope\n", "f.jsonl:1: invalid JSON"),
         ('"x"\n', "f.jsonl:1: feedback must be a JSON object"),
     ],

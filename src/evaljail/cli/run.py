@@ -5,6 +5,14 @@ errors by type, spec violations, time per trace) and, with ``--feedback``, how t
 with human ratings: accuracy, precision, recall, F1, Cohen's kappa and the contradictions.
 ``--json OUT`` writes all of it, with every trace's result, to a file.
 
+Every trace appears once in the agreement table, by its rating first: rated positive/negative
+with a verdict (compared), rated positive/negative without one (the eval raised, timed out,
+broke the contract ...), rated neutral (verdict or not), or not rated (verdict or not).
+Trace ids must be unique in the traces file (and in the feedback file): a duplicate is an
+error, reported with the lines of every copy, before anything runs. Feedback that cannot be
+used (ratings of trace ids that are not in the traces file, an empty feedback file) gives a
+warning on stderr and in the ``warnings`` list of the ``--json`` report; the run goes on.
+
 Exit codes: 0 when every trace ran (whatever the verdicts), 1 when evaljail could not run the
 eval (static analysis rejected it, no jail, pool failure), 2 on bad input (a file that does not
 parse: ``traces.jsonl:17: invalid JSON: ...``, no eval function, invalid configuration).
@@ -22,6 +30,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ..errors import EvaljailError
     from ..evals.metrics import AgreementReport
     from ..evals.summary import RunSummary
     from ..types import TraceResult
@@ -30,7 +39,44 @@ __all__ = ["register", "run_eval"]
 
 
 def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
-    return "n/a" if value is None else pattern.format(value)
+    """A figure as shown; a value that rounds to zero is ``0.000``, never ``-0.000``."""
+    if value is None:
+        return "n/a"
+    text = pattern.format(value)
+    if text.startswith("-") and not text.strip("-0.,"):
+        text = text[1:]
+    return text
+
+
+def _no_negative_zero(value: Any) -> Any:
+    """``value`` (a JSON document) with every ``-0.0`` written as ``0.0``."""
+    if isinstance(value, float):
+        return value + 0.0  # -0.0 + 0.0 == 0.0; every other float is unchanged
+    if isinstance(value, dict):
+        return {k: _no_negative_zero(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_negative_zero(v) for v in value]
+    return value
+
+
+#: How many trace ids a warning names.
+_NAMED_IDS = 10
+
+
+def _feedback_warnings(report: AgreementReport, feedback: dict[str, Any], name: str) -> list[str]:
+    """What in the feedback could not be used (the run goes on)."""
+    warnings: list[str] = []
+    if not feedback:
+        warnings.append(f"{name}: no ratings in the file; nothing to compare")
+    unknown = report.feedback_not_in_traces
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:_NAMED_IDS])
+        more = f" and {len(unknown) - _NAMED_IDS} more" if len(unknown) > _NAMED_IDS else ""
+        noun = "rating names a trace" if len(unknown) == 1 else "ratings name traces"
+        warnings.append(
+            f"{name}: {len(unknown)} {noun} not in the traces file, ignored: {shown}{more}"
+        )
+    return warnings
 
 
 def _summary_table(summary: RunSummary, wall_s: float) -> Any:
@@ -74,9 +120,18 @@ def _agreement_table(report: AgreementReport) -> Any:
     table.add_row("Cohen's kappa", _fmt(report.cohen_kappa))
     table.add_row("contradictions: positive but failed", str(report.positive_but_failed))
     table.add_row("contradictions: negative but passed", str(report.negative_but_passed))
-    table.add_row("neutral ratings (never contradict)", str(report.neutral))
-    table.add_row("rated, but no verdict (error ...)", str(report.no_verdict))
-    table.add_row("verdicts without feedback", str(report.unrated))
+    # Each trace once, by its rating: these four rows add up to the number of traces.
+    table.add_row("rated positive/negative, but no verdict (error ...)", str(report.no_verdict))
+    table.add_row("rated neutral (never contradicts)", str(report.neutral))
+    if report.neutral_without_verdict:
+        table.add_row("  of which no verdict", str(report.neutral_without_verdict))
+    table.add_row("not rated", str(report.unrated))
+    if report.unrated_without_verdict:
+        table.add_row("  of which no verdict", str(report.unrated_without_verdict))
+    if report.feedback_not_in_traces:
+        table.add_row(
+            "ratings of traces not in the file (ignored)", str(len(report.feedback_not_in_traces))
+        )
     return table
 
 
@@ -95,6 +150,17 @@ def _contradictions_table(report: AgreementReport, limit: int) -> Any:
         verdict = "[green]passed[/green]" if c.passed else "[yellow]failed[/yellow]"
         table.add_row(c.trace_id, c.rating.value, verdict, c.reason or "")
     return table
+
+
+def _function_hint(exc: EvaljailError, function_name: str | None) -> str:
+    """The error's message, saying how to choose when the file defines several evals."""
+    candidates = exc.details.get("candidates") or []
+    if function_name is None and len(candidates) > 1:
+        return (
+            f"several eval functions found ({', '.join(candidates)}): choose one with "
+            f"--function, e.g. --function {candidates[0]}"
+        )
+    return exc.message
 
 
 def _run_batch(
@@ -149,6 +215,7 @@ def run_eval(
 ) -> int:
     """Everything ``evaljail run`` does; returns the exit code."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..errors import ConfigurationError, EvalFunctionNotFoundError, EvaljailError
     from ..evals.files import load_feedback, load_traces
@@ -164,7 +231,7 @@ def run_eval(
     err = err_console or Console(stderr=True)
 
     def fail(message: str, code: int) -> int:
-        err.print(f"[red]evaljail run:[/red] {message}", markup=True, highlight=False)
+        err.print(f"[red]evaljail run:[/red] {escape(message)}", markup=True, highlight=False)
         return code
 
     try:
@@ -182,6 +249,10 @@ def run_eval(
                 f"--timeout must be between 1 and {settings.max_timeout_ms} ms "
                 "(EVALJAIL_MAX_TIMEOUT_MS)"
             )
+        # A report that cannot be written would be lost after the whole run: check first.
+        if json_out is not None and (json_out.is_dir() or not json_out.parent.is_dir()):
+            what = "is a directory" if json_out.is_dir() else "its directory does not exist"
+            raise ConfigurationError(f"{json_out}: cannot write the --json report: {what}")
     except ConfigurationError as exc:
         return fail(exc.message, 2)
 
@@ -200,7 +271,7 @@ def run_eval(
         assert analysis.tree is not None
         function_name = find_eval_function(analysis.tree, function_name)
     except EvalFunctionNotFoundError as exc:
-        return fail(f"{eval_file}: {exc.message}", 2)
+        return fail(f"{eval_file}: {_function_hint(exc, function_name)}", 2)
     except EvaljailError as exc:  # source too large or too complex
         return fail(f"{eval_file}: {exc.message}", 1)
 
@@ -210,7 +281,9 @@ def run_eval(
         backend = "remote" if executor_url else "local"
         with PythonRunner(settings=settings, backend=backend, executor_url=executor_url) as runner:
             results = _run_batch(runner, source, function_name, traces, timeout_ms, err)
-    except (EvalFunctionNotFoundError, ConfigurationError) as exc:
+    except EvalFunctionNotFoundError as exc:
+        return fail(_function_hint(exc, function_name), 2)
+    except ConfigurationError as exc:
         return fail(exc.message, 2)
     except EvaljailError as exc:
         return fail(exc.message, 1)
@@ -219,23 +292,34 @@ def run_eval(
     summary = summarize(results)
     out.print(_summary_table(summary, wall_s))
     report = None
+    warnings: list[str] = []
     if feedback is not None:
+        assert feedback_file is not None
         report = compare(verdicts(results), feedback)
         out.print(_agreement_table(report))
         if report.contradictions and show_contradictions > 0:
             out.print(_contradictions_table(report, show_contradictions))
+        warnings = _feedback_warnings(report, feedback, feedback_file.name)
+    for warning in warnings:
+        err.print(
+            f"[yellow]evaljail run: warning:[/yellow] {escape(warning)}",
+            markup=True,
+            highlight=False,
+        )
     if json_out is not None:
         document = {
             "eval_file": str(eval_file),
             "traces_file": str(traces_file),
             "feedback_file": str(feedback_file) if feedback_file is not None else None,
             "wall_time_s": round(wall_s, 3),
+            "warnings": warnings,
             "summary": summary.to_dict(),
             "agreement": report.to_dict() if report is not None else None,
             "results": [r.to_dict() for r in results],
         }
         try:
-            json_out.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+            text = json.dumps(_no_negative_zero(document), ensure_ascii=False, indent=1)
+            json_out.write_text(text + "\n")
         except OSError as exc:
             return fail(f"{json_out}: cannot write: {exc.strerror or exc}", 2)
         err.print(f"wrote {json_out}", highlight=False, markup=False)

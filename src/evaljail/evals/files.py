@@ -3,6 +3,9 @@
 Traces: a JSON array, or JSON Lines (one object per line; blank lines are skipped). Each item is
 an iofold trace (``{"trace_id", "steps": [...]}``) or a batch item (``{"trace_id", "data"}``).
 Feedback: JSON Lines of ``{"trace_id", "rating": "positive" | "negative" | "neutral"}``.
+A ``trace_id`` is a string or an integer (``42`` and ``"42"`` are the same trace); each must be
+unique in its file. Numbers of any length are read (JSON has no limit; CPython's 4 300-digit
+limit on int conversion does not apply to the files).
 
 Every problem raises :class:`~evaljail.errors.ConfigurationError` whose message starts with
 ``path:line:`` (``traces.jsonl:17: invalid JSON: ...``), like a compiler's.
@@ -13,10 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..types import trace_id_text
 from .metrics import Rating
 
 __all__ = ["LoadedTrace", "load_feedback", "load_traces"]
@@ -51,12 +56,39 @@ def _read_text(path: Path) -> str:
         raise _fail(path, line, f"not UTF-8 text (byte {exc.start})") from exc
 
 
+def _big_int(digits: str) -> int:
+    """A JSON integer past CPython's digit limit for ``int(str)`` (Decimal has none)."""
+    return int(Decimal(digits))
+
+
+#: Decodes what the default decoder refuses for its length alone; used only after it refused.
+_BIG_INT_DECODER = json.JSONDecoder(parse_int=_big_int)
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer of more than 4 300 digits
+        return _BIG_INT_DECODER.decode(text)
+
+
+def _raw_decode(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[Any, int]:
+    try:
+        return decoder.raw_decode(text, pos)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer of more than 4 300 digits
+        return _BIG_INT_DECODER.raw_decode(text, pos)
+
+
 def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            yield number, _loads(line)
         except json.JSONDecodeError as exc:
             raise _fail(path, number, f"invalid JSON: {exc.msg} (column {exc.colno})") from exc
         except RecursionError as exc:
@@ -88,7 +120,7 @@ def _array_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         return
     while True:
         try:
-            item, end = decoder.raw_decode(text, pos)
+            item, end = _raw_decode(decoder, text, pos)
         except json.JSONDecodeError as exc:
             raise _fail(path, exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from exc
         except RecursionError as exc:
@@ -104,13 +136,47 @@ def _array_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         raise _fail(path, lineno(pos), "invalid JSON: expected ',' or ']' in the array")
 
 
+def _id(path: Path, line: int, item: dict[str, Any], what: str) -> str:
+    trace_id = item.get("trace_id")
+    if isinstance(trace_id, bool) or not isinstance(trace_id, str | int):
+        message = f"{what} needs a trace_id (a string or an integer)"
+        if "trace_id" in item:
+            message += f", got {_json_type(trace_id)}"
+        raise _fail(path, line, message)
+    return trace_id_text(trace_id)
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", float: "a number", list: "an array"}
+    return names.get(type(value), "an object")
+
+
 def _trace_id(path: Path, line: int, item: Any) -> str:
     if not isinstance(item, dict):
         raise _fail(path, line, f"a trace must be a JSON object, got {type(item).__name__}")
-    trace_id = item.get("trace_id")
-    if isinstance(trace_id, bool) or not isinstance(trace_id, str | int):
-        raise _fail(path, line, "a trace needs a string trace_id")
-    return str(trace_id)
+    return _id(path, line, item, "a trace")
+
+
+#: How many duplicated ids an error message names (the details name them all).
+_NAMED_DUPLICATES = 10
+
+
+def _duplicates_error(path: Path, lines: dict[str, list[int]]) -> ConfigurationError:
+    duplicated = {key: where for key, where in lines.items() if len(where) > 1}
+    ordered = sorted(duplicated.items(), key=lambda kv: kv[1][1])
+    named = [
+        f"{key!r} (lines {', '.join(map(str, where))})"
+        for key, where in ordered[:_NAMED_DUPLICATES]
+    ]
+    more = len(ordered) - len(named)
+    listing = ", ".join(named) + (f" and {more} more" if more else "")
+    line = ordered[0][1][1]
+    what = "a duplicate trace id" if len(ordered) == 1 else f"{len(ordered)} duplicate trace ids"
+    return ConfigurationError(
+        f"{path.name}:{line}: {what}: {listing}; every trace needs its own "
+        "trace_id (results and ratings are matched by it)",
+        details={"path": str(path), "line": line, "duplicates": dict(ordered)},
+    )
 
 
 def load_traces(path: Path) -> list[LoadedTrace]:
@@ -119,8 +185,10 @@ def load_traces(path: Path) -> list[LoadedTrace]:
     stripped = text.lstrip()
     items = _array_items(path, text) if stripped.startswith("[") else _json_lines(path, text)
     traces: list[LoadedTrace] = []
+    lines: dict[str, list[int]] = {}
     for line, item in items:
         trace_id = _trace_id(path, line, item)
+        lines.setdefault(trace_id, []).append(line)
         if "data" in item and "steps" not in item:
             extra = set(item) - {"trace_id", "data"}
             if extra:
@@ -135,20 +203,23 @@ def load_traces(path: Path) -> list[LoadedTrace]:
         traces.append(LoadedTrace(trace_id=trace_id, data=data, line=line))
     if not traces:
         raise _fail(path, 1, "no traces in the file")
+    if len(lines) < len(traces):
+        raise _duplicates_error(path, lines)
     return traces
 
 
 def load_feedback(path: Path) -> dict[str, Rating]:
-    """Read a feedback file into ``trace_id -> rating``; a trace rated twice is an error."""
+    """Read a feedback file into ``trace_id -> rating``; a trace rated twice is an error.
+
+    An empty file gives an empty mapping: the caller warns (nothing can be compared).
+    """
     text = _read_text(path)
     ratings: dict[str, Rating] = {}
     first_line: dict[str, int] = {}
     for line, item in _json_lines(path, text):
         if not isinstance(item, dict):
             raise _fail(path, line, f"feedback must be a JSON object, got {type(item).__name__}")
-        trace_id = item.get("trace_id")
-        if isinstance(trace_id, bool) or not isinstance(trace_id, str | int):
-            raise _fail(path, line, "feedback needs a string trace_id")
+        key = _id(path, line, item, "feedback")
         raw = item.get("rating")
         try:
             rating = Rating(raw) if isinstance(raw, str) else None
@@ -158,7 +229,6 @@ def load_feedback(path: Path) -> dict[str, Rating]:
             raise _fail(
                 path, line, f"rating must be 'positive', 'negative' or 'neutral', got {raw!r}"
             )
-        key = str(trace_id)
         if key in ratings:
             raise _fail(
                 path, line, f"trace {key!r} is rated twice (first on line {first_line[key]})"

@@ -12,7 +12,19 @@ Only pairs of a verdict and a positive/negative rating enter the confusion matri
 **contradiction** is a ``positive`` rating with a failing verdict or a ``negative`` rating with a
 passing one (DESIGN section 1); ``neutral`` never contradicts.
 
-Undefined ratios (a zero denominator) are ``None``, never ``0`` or ``NaN``.
+Every trace is counted exactly once, by its rating first:
+
+- rated positive or negative: in the confusion matrix (``compared``) when the eval gave a
+  verdict, in ``no_verdict`` when it did not;
+- rated neutral: in ``neutral``, verdict or not (``neutral_without_verdict`` says how many had
+  none);
+- not rated: in ``unrated``, verdict or not (``unrated_without_verdict`` likewise);
+
+so ``compared + no_verdict + neutral + unrated`` is the number of traces. Ratings of trace ids
+that have no verdict at all (not in the traces) are listed in ``feedback_not_in_traces``.
+
+Undefined ratios (a zero denominator) are ``None``, never ``0`` or ``NaN``. Cohen's kappa is
+computed on the integer counts, so an exact 0 is ``0.0`` (not ``-7.8e-16``).
 """
 
 from __future__ import annotations
@@ -84,10 +96,19 @@ class AgreementReport:
     false_positive: int = 0  #: passed, rated negative (a contradiction)
     false_negative: int = 0  #: failed, rated positive (a contradiction)
     true_negative: int = 0  #: failed, rated negative
-    neutral: int = 0  #: verdicts on traces rated neutral
-    unrated: int = 0  #: verdicts on traces without feedback
+    neutral: int = 0  #: traces rated neutral, with or without a verdict
+    neutral_without_verdict: int = 0  #: of ``neutral``, those the eval gave no verdict on
+    unrated: int = 0  #: traces without feedback, with or without a verdict
+    unrated_without_verdict: int = 0  #: of ``unrated``, those the eval gave no verdict on
     no_verdict: int = 0  #: rated positive/negative, but the eval produced no verdict
     contradictions: tuple[Contradiction, ...] = ()
+    #: trace ids that were rated but are not among the verdicts, in feedback order
+    feedback_not_in_traces: tuple[str, ...] = ()
+
+    @property
+    def traces(self) -> int:
+        """Every trace compared, each counted once (see the module docstring)."""
+        return self.compared + self.no_verdict + self.neutral + self.unrated
 
     @property
     def compared(self) -> int:
@@ -122,6 +143,8 @@ class AgreementReport:
 
     @property
     def f1(self) -> float | None:
+        """``2tp / (2tp + fp + fn)``: 0.0 (not undefined) when the eval passed nothing but
+        humans rated some trace positive, although precision is then undefined."""
         return _ratio(
             2 * self.true_positive,
             2 * self.true_positive + self.false_positive + self.false_negative,
@@ -134,16 +157,15 @@ class AgreementReport:
         None when nothing was compared or when chance agreement is already total (both raters
         used a single, identical label, so kappa is undefined).
         """
+        # (p_o - p_e) / (1 - p_e) multiplied through by n * n: exact integers until the one
+        # division, so chance-level agreement is exactly 0.0 rather than float noise.
         n = self.compared
-        if n == 0:
+        eval_pos = self.true_positive + self.false_positive
+        human_pos = self.true_positive + self.false_negative
+        chance = eval_pos * human_pos + (n - eval_pos) * (n - human_pos)  # n * n * p_e
+        if n == 0 or chance >= n * n:
             return None
-        observed = self.agreements / n
-        eval_pos = (self.true_positive + self.false_positive) / n
-        human_pos = (self.true_positive + self.false_negative) / n
-        expected = eval_pos * human_pos + (1 - eval_pos) * (1 - human_pos)
-        if expected >= 1:
-            return None
-        return (observed - expected) / (1 - expected)
+        return (self.agreements * n - chance) / (n * n - chance)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,9 +177,13 @@ class AgreementReport:
                 "false_negative": self.false_negative,
                 "true_negative": self.true_negative,
             },
+            "traces": self.traces,
             "neutral": self.neutral,
+            "neutral_without_verdict": self.neutral_without_verdict,
             "unrated": self.unrated,
+            "unrated_without_verdict": self.unrated_without_verdict,
             "no_verdict": self.no_verdict,
+            "feedback_not_in_traces": list(self.feedback_not_in_traces),
             "accuracy": self.accuracy,
             "precision": self.precision,
             "recall": self.recall,
@@ -175,21 +201,29 @@ def compare(verdicts: Iterable[Verdict], feedback: Mapping[str, Rating | str]) -
     """Compare the eval's verdicts with human ``feedback`` (``trace_id -> rating``).
 
     Contradictions are listed in the order of ``verdicts``. Raises ValueError on a rating that
-    is not positive, negative or neutral.
+    is not positive, negative or neutral, and on a trace id with several verdicts (its rating
+    would otherwise count once per copy).
     """
-    tp = fp = fn = tn = neutral = unrated = no_verdict = 0
+    tp = fp = fn = tn = 0
+    neutral = neutral_without = unrated = unrated_without = no_verdict = 0
     contradictions: list[Contradiction] = []
+    seen: set[str] = set()
     for verdict in verdicts:
+        if verdict.trace_id in seen:
+            raise ValueError(f"trace {verdict.trace_id!r} has several verdicts")
+        seen.add(verdict.trace_id)
         raw = feedback.get(verdict.trace_id)
         if raw is None:
-            unrated += verdict.passed is not None
+            unrated += 1
+            unrated_without += verdict.passed is None
             continue
         rating = Rating(raw)
-        if verdict.passed is None:
-            no_verdict += rating is not Rating.NEUTRAL
-            continue
         if rating is Rating.NEUTRAL:
             neutral += 1
+            neutral_without += verdict.passed is None
+            continue
+        if verdict.passed is None:
+            no_verdict += 1
             continue
         positive = rating is Rating.POSITIVE
         if verdict.passed and positive:
@@ -209,13 +243,21 @@ def compare(verdicts: Iterable[Verdict], feedback: Mapping[str, Rating | str]) -
                     reason=verdict.reason,
                 )
             )
+    not_in_traces: list[str] = []
+    for trace_id, raw in feedback.items():
+        if trace_id not in seen:
+            Rating(raw)  # an invalid rating is refused wherever it is
+            not_in_traces.append(trace_id)
     return AgreementReport(
         true_positive=tp,
         false_positive=fp,
         false_negative=fn,
         true_negative=tn,
         neutral=neutral,
+        neutral_without_verdict=neutral_without,
         unrated=unrated,
+        unrated_without_verdict=unrated_without,
         no_verdict=no_verdict,
         contradictions=tuple(contradictions),
+        feedback_not_in_traces=tuple(not_in_traces),
     )
