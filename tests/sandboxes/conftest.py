@@ -86,7 +86,7 @@ def make_namespace() -> Iterator[Callable[..., SandboxNamespace]]:
         return ns
 
     yield make
-    for ns in made:
+    for ns in reversed(made):  # a later namespace may hold an earlier one's state directory
         close_and_check(ns)
 
 

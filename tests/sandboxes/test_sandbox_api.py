@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio.to_thread
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from evaljail.errors import EvaljailError, status_and_code
 from evaljail.sandboxes import SandboxLimits, SandboxNamespace
+from evaljail.service.errors import install_error_handlers
 from evaljail.service.sandboxes import build_sandbox_router
 
 from .conftest import MIB
@@ -22,14 +24,7 @@ pytestmark = pytest.mark.sandbox
 
 def _app(namespace: SandboxNamespace) -> FastAPI:
     app = FastAPI()
-
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, EvaljailError)
-        status, code = status_and_code(exc)
-        body = {"code": code, "message": exc.message, "details": exc.details, "request_id": "t"}
-        return JSONResponse({"error": body}, status_code=status)
-
-    app.add_exception_handler(EvaljailError, on_error)
+    install_error_handlers(app)  # the service's own: an unexpected exception is a 500
     app.include_router(build_sandbox_router(namespace))
     return app
 
@@ -221,3 +216,120 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     }
     put = paths["/sandboxes/{sandbox_id}/files/{path}"]["put"]
     assert "application/octet-stream" in put["requestBody"]["content"]
+
+
+def test_names_that_are_not_utf8_are_listed_read_and_deleted(client: TestClient) -> None:
+    """File names are bytes. ``bad\\377name`` made every listing of its directory a 500 (the
+    JSON encoder refused the surrogate that stands for the byte) and the file itself
+    unreachable (the server decodes URLs as UTF-8, so ``bad%FFname`` named another file)."""
+    made = client.post(
+        "/sandboxes/bytes/exec",
+        json={"command": "mkdir d; printf top > \"$(printf 'top\\377')\";"
+                         " printf inner > \"d/$(printf 'bad\\377name')\"; touch d/ok"},
+    )  # fmt: skip
+    assert made.json()["exit_code"] == 0, made.json()
+    root = client.get("/sandboxes/bytes/files/")
+    assert root.status_code == 200, root.text
+    assert {e["path_url"] for e in root.json()["entries"]} == {"d", "top%FF"}
+    listing = client.get("/sandboxes/bytes/files/d")
+    assert listing.status_code == 200, listing.text
+    entries = {e["path_url"]: e for e in listing.json()["entries"]}
+    bad = entries["d/bad%FFname"]
+    assert (bad["name"], bad["path"], bad["utf8"], bad["kind"], bad["size_bytes"]) == (
+        "bad\ufffdname",
+        "d/bad\ufffdname",
+        False,
+        "file",
+        5,
+    )
+    assert (entries["d/ok"]["path"], entries["d/ok"]["utf8"]) == ("d/ok", True)
+    assert client.get("/sandboxes/bytes/files/d/bad%FFname").content == b"inner"
+    assert client.get("/sandboxes/bytes/files/d/bad%EF%BF%BDname").status_code == 404
+    assert client.delete("/sandboxes/bytes/files/d/bad%FFname").status_code == 204
+    assert client.delete("/sandboxes/bytes/files/top%FF").status_code == 204
+    assert [e["name"] for e in client.get("/sandboxes/bytes/files/d").json()["entries"]] == ["ok"]
+    put = client.put("/sandboxes/bytes/files/new%FE", content=b"w")
+    assert put.status_code == 200
+    assert put.json() == {"path": "new\ufffd", "size_bytes": 1}
+    shown = client.post("/sandboxes/bytes/exec", json={"command": "cat \"$(printf 'new\\376')\""})
+    assert shown.json()["stdout"] == "w"
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _running(ns: SandboxNamespace) -> int:
+    return sum(info.running_commands for info in ns.list_sandboxes())
+
+
+def _start_sleepers(client: TestClient, count: int) -> list[threading.Thread]:
+    body = {"command": "sleep 60", "timeout": 8_000}
+    threads = [
+        threading.Thread(
+            target=client.post, args=(f"/sandboxes/sleeper{i % 2}/exec",), kwargs={"json": body}
+        )
+        for i in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_long_commands_do_not_starve_the_other_routes(
+    make_namespace: Callable[..., SandboxNamespace],
+) -> None:
+    """The routes were sync handlers on the shared threadpool (anyio's 40 threads) and a
+    command holds its thread while it runs: 40 ``sleep`` commands made ``GET /sandboxes`` wait
+    9.3 s, and could stall every sandbox route for 10 minutes. Scaled down: a 4-thread pool,
+    4 sleeping commands, and every other route must still answer at once."""
+    ns = make_namespace()
+    with TestClient(_app(ns)) as client:
+
+        def shrink() -> None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = 4
+
+        client.portal.call(shrink)  # type: ignore[union-attr]
+        threads = _start_sleepers(client, 4)
+        _wait_for(lambda: _running(ns) == 4)
+        started = time.monotonic()
+        assert client.get("/sandboxes").status_code == 200
+        assert client.get("/sandboxes/sleeper0").status_code == 200
+        assert client.put("/sandboxes/other/files/f", content=b"x").status_code == 200
+        assert client.get("/sandboxes/other/files/f").content == b"x"
+        assert client.get("/sandboxes/other/files/").status_code == 200
+        assert client.delete("/sandboxes/other/files/f").status_code == 204
+        waited = time.monotonic() - started
+        for name in ("sleeper0", "sleeper1"):
+            assert client.delete(f"/sandboxes/{name}").status_code == 204
+        for thread in threads:
+            thread.join(timeout=15)
+        assert waited < 4, f"other routes waited {waited:.1f} s behind running commands"
+
+
+def test_commands_past_the_cap_are_refused_at_once(
+    make_namespace: Callable[..., SandboxNamespace],
+) -> None:
+    """At most ``max_running_commands`` run in a namespace; one more is ``429 sandbox_limit``
+    at once (no thread held, no queue), and runs again once a slot is free."""
+    ns = make_namespace(limits=SandboxLimits(max_running_commands=2, disk_bytes=8 * MIB))
+    with TestClient(_app(ns)) as client:
+        threads = _start_sleepers(client, 2)
+        _wait_for(lambda: _running(ns) == 2)
+        started = time.monotonic()
+        refused = client.post("/sandboxes/third/exec", json={"command": "echo PWNED"})
+        assert time.monotonic() - started < 2
+        assert refused.status_code == 429
+        error = _error(refused)
+        assert error["code"] == "sandbox_limit"
+        assert error["details"]["limit"] == "max_running_commands"
+        assert ns.usage()["commands_refused_total"] == 1
+        for name in ("sleeper0", "sleeper1"):
+            client.delete(f"/sandboxes/{name}")
+        for thread in threads:
+            thread.join(timeout=15)
+        again = client.post("/sandboxes/third/exec", json={"command": "echo ok"})
+        assert again.json()["stdout"] == "ok\n"

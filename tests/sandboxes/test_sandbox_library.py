@@ -213,6 +213,8 @@ def test_usage_counters(make_namespace) -> None:  # type: ignore[no-untyped-def]
         "commands_timed_out_total": 0.0,
         "sandbox_seconds_total": 0.0,
         "workspace_bytes": 0.0,
+        "commands_running": 0.0,
+        "commands_refused_total": 0.0,
     }
     sandbox = get_sandbox(ns, "metered")
     sandbox.exec("head -c 300000 /dev/zero > blob")
@@ -337,3 +339,19 @@ def test_closed_namespace_refuses(make_namespace) -> None:  # type: ignore[no-un
         get_sandbox(ns, "late")
     with pytest.raises(SandboxError):
         sandbox.exec("true")
+
+
+def test_tmp_without_the_service_mounts(make_namespace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Where the service cannot mount (not root), /tmp and /dev/shm are bubblewrap's tmpfs:
+    still fresh per command and bounded in bytes, and reported as not bounded in files."""
+    monkeypatch.setattr(SandboxNamespace, "_probe_scratch", lambda self: "not running as root")
+    ns = make_namespace()
+    assert "file count not bounded" in ns.mechanisms()["tmp"]
+    sandbox = get_sandbox(ns, "fallback")
+    for where in ("/tmp", "/dev/shm"):
+        result = sandbox.exec(
+            f"echo x > {where}/f && cat {where}/f && head -c 20000000 /dev/zero > {where}/big"
+        )
+        assert result.stdout == "x\n" and "No space left" in result.stderr, result
+    assert sandbox.exec("ls -A /tmp /dev/shm").stdout == "/dev/shm:\n\n/tmp:\n"
+    assert not (ns.state_dir / "run").exists() or not any((ns.state_dir / "run").iterdir())

@@ -261,6 +261,57 @@ def test_directory_backend_quota(make_namespace: MakeNamespace) -> None:
         sandbox.write_file("huge", b"x" * (5 * MIB))
 
 
+#: A directory tree deeper than Python's recursion limit, in a fraction of a second.
+_DEEP_TREE = 'mkdir t && cd t && python3 -c \'import os\nfor _ in range(1100): os.mkdir("d"); os.chdir("d")\''
+
+
+def test_directory_backend_deep_tree_cannot_disable_the_quota(
+    make_namespace: MakeNamespace, tmp_path: Path
+) -> None:
+    """The size check walked the workspace recursively (os.fwalk): a 1 100-level tree made it
+    raise RecursionError after every call, the quota was never checked again (16 MiB written in
+    a 4 MiB sandbox), destroy() failed, and the namespace could not even start on its state
+    directory. An unmeasurable workspace now counts as over its quota, and the tree goes with
+    delete_file or destroy."""
+    state_dir = tmp_path / "state"
+    limits = SandboxLimits(disk_bytes=4 * MIB)
+    ns = make_namespace(state_dir, disk_backend="directory", limits=limits)
+    sandbox = get_sandbox(ns, "deep", keep_alive=True)
+    assert sandbox.exec(_DEEP_TREE).exit_code == 0
+    for call in (lambda: sandbox.exec("head -c 3000000 /dev/zero > f"),
+                 lambda: sandbox.write_file("f", b"x" * 3_000_000)):  # fmt: skip
+        with pytest.raises(SandboxLimitError, match="cannot be measured"):
+            call()
+    ns.close()
+    again = make_namespace(state_dir, disk_backend="directory", limits=limits)  # starts
+    sandbox = again.find("deep")
+    with pytest.raises(SandboxLimitError, match="cannot be measured"):
+        sandbox.exec("true")
+    sandbox.delete_file("t")
+    assert sandbox.exec("echo ok").stdout == "ok\n"
+    assert sandbox.exec(_DEEP_TREE).exit_code == 0
+    sandbox.destroy()
+    assert not (state_dir / "sandboxes" / "deep").exists()
+    assert get_sandbox(again, "deep").list_files() == []
+
+
+def test_directory_backend_counts_files_not_only_bytes(make_namespace: MakeNamespace) -> None:
+    """Empty files allocate no block: 10 000 of them measured 0 bytes, so a sandbox could
+    exhaust the host filesystem's inodes. Each entry now counts at least 4 KiB (the loop
+    backend's filesystem has one inode per 8 KiB of quota)."""
+    ns = make_namespace(disk_backend="directory", limits=SandboxLimits(disk_bytes=4 * MIB))
+    sandbox = get_sandbox(ns, "empties")
+    made = sandbox.exec(
+        "mkdir many && python3 -c 'import os\nfor i in range(10000): os.mknod(f\"many/{i}\")'"
+    )
+    assert made.exit_code == 0, made.stderr
+    assert sandbox.info().workspace_bytes >= 10_000 * 4096
+    with pytest.raises(SandboxLimitError):
+        sandbox.exec("touch PWNED")
+    sandbox.delete_file("many")
+    assert sandbox.exec("echo ok").stdout == "ok\n"
+
+
 def test_missing_bubblewrap_fails_closed(make_namespace: MakeNamespace) -> None:
     from evaljail.errors import IsolationUnavailableError
 

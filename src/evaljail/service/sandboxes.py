@@ -10,14 +10,24 @@
 
 Errors are evaljail exceptions raised as is (``SandboxNotFoundError`` 404, ``SandboxPathError``
 and ``ConfigurationError`` 400, ``SandboxLimitError`` 429); the app's handlers render them. The
-blocking work runs in the threadpool, never on the event loop. Authentication is the app's: it
-includes this router with its dependencies.
+blocking work runs in threads, never on the event loop: commands, which hold their thread for up
+to ``max_timeout_ms``, on threads of their own (at most ``max_running_commands`` run, beyond that
+``429 sandbox_limit`` at once), everything else in the shared threadpool, which commands
+therefore can never fill. Authentication is the app's: it includes this router with its
+dependencies.
+
+File paths in URLs are percent-encoded bytes: a name that is not UTF-8 (``bad%FFname``) reaches
+the file it names, and listings give each entry's ``path_url`` in that form.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote_to_bytes
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
@@ -74,8 +84,12 @@ class SandboxExecResponse(BaseModel):
 
 
 class FileEntryOut(BaseModel):
-    name: str
-    path: str
+    name: str = Field(description="the entry's name; U+FFFD for bytes that are not UTF-8")
+    path: str = Field(description="relative to the workspace; U+FFFD for bytes not UTF-8")
+    path_url: str = Field(
+        description="the path's exact bytes percent-encoded: its URL below /files/"
+    )
+    utf8: bool = Field(description="false when name or path had bytes that are not UTF-8")
     kind: Literal["file", "directory", "symlink", "other"]
     size_bytes: int
     modified_at: float
@@ -109,8 +123,39 @@ class SandboxListResponse(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "invalid sandbox id, path or argument"},
     404: {"description": "no such sandbox (or file)"},
-    429: {"description": "sandbox count or disk quota exhausted"},
+    429: {"description": "sandbox count, disk quota or running commands exhausted"},
 }
+
+#: Threads for commands beyond ``max_running_commands``: those refused at once by the namespace.
+_REFUSAL_THREADS = 8
+
+
+def _text(path: str) -> str:
+    """A path for JSON: bytes that are not UTF-8 (surrogate-escaped) become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _exact_path(request: Request, sandbox_id: str, path: str) -> str:
+    """The ``{path}`` of a ``/files/`` URL with its exact bytes.
+
+    The server decodes the URL as UTF-8 with U+FFFD for anything else, so ``bad%FFname`` would
+    name a file that does not exist. The raw URL has the bytes; those that are not UTF-8 are
+    spelt as Python spells file names (``os.fsdecode``), which the namespace's file calls turn
+    back into the same bytes. Only used when it decodes to the path the router matched.
+    """
+    raw = request.scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return path
+    marker = f"/sandboxes/{sandbox_id}/files/".encode()
+    decoded = unquote_to_bytes(raw)
+    start = decoded.find(marker)
+    if start < 0:
+        return path
+    exact = decoded[start + len(marker) :]
+    if exact.decode("utf-8", "replace") != path:
+        return path
+    return os.fsdecode(exact)
+
 
 _RAW_BODY: dict[str, Any] = {
     "requestBody": {
@@ -124,16 +169,27 @@ def build_sandbox_router(namespace: SandboxNamespace) -> APIRouter:
     """The ``/sandboxes`` routes over ``namespace`` (the caller owns and closes it)."""
     router = APIRouter(prefix="/sandboxes", tags=["sandboxes"], responses=_ERRORS)
     max_timeout_ms = namespace.limits.max_timeout_ms
+    # Commands hold their thread for as long as they run (up to max_timeout_ms): on the shared
+    # threadpool (40 threads), 40 sleeping commands stalled every other route for their whole
+    # run. They get their own threads; the namespace refuses those past max_running_commands.
+    command_threads = anyio.CapacityLimiter(
+        namespace.limits.max_running_commands + _REFUSAL_THREADS
+    )
 
     @router.post("/{sandbox_id}/exec", response_model=SandboxExecResponse)
-    def exec_command(sandbox_id: str, body: SandboxExecRequest) -> dict[str, Any]:
-        """Run a command in the sandbox, creating it if needed."""
-        sandbox = namespace.get(
-            sandbox_id, keep_alive=body.keep_alive, sleep_after=body.sleep_after
-        )
-        timeout = None if body.timeout is None else min(body.timeout, max_timeout_ms)
-        result = sandbox.exec(body.command, timeout=timeout, cwd=body.cwd, env=body.env)
-        return result.to_dict()
+    async def exec_command(sandbox_id: str, body: SandboxExecRequest) -> dict[str, Any]:
+        """Run a command in the sandbox, creating it if needed. ``429 sandbox_limit`` (details
+        ``limit: max_running_commands``) when the namespace already runs its maximum."""
+
+        def run() -> dict[str, Any]:
+            sandbox = namespace.get(
+                sandbox_id, keep_alive=body.keep_alive, sleep_after=body.sleep_after
+            )
+            timeout = None if body.timeout is None else min(body.timeout, max_timeout_ms)
+            result = sandbox.exec(body.command, timeout=timeout, cwd=body.cwd, env=body.env)
+            return result.to_dict()
+
+        return await anyio.to_thread.run_sync(run, limiter=command_threads)
 
     @router.put(
         "/{sandbox_id}/files/{path:path}",
@@ -143,12 +199,13 @@ def build_sandbox_router(namespace: SandboxNamespace) -> APIRouter:
     async def put_file(sandbox_id: str, path: str, request: Request) -> dict[str, Any]:
         """Write the raw request body to ``path`` (parents created), creating the sandbox."""
         content = await request.body()
+        exact = _exact_path(request, sandbox_id, path)
 
         def write() -> int:
-            return namespace.get(sandbox_id).write_file(path, content)
+            return namespace.get(sandbox_id).write_file(exact, content)
 
         size = await run_in_threadpool(write)
-        return {"path": path, "size_bytes": size}
+        return {"path": _text(exact), "size_bytes": size}
 
     @router.get(
         "/{sandbox_id}/files/{path:path}",
@@ -167,18 +224,19 @@ def build_sandbox_router(namespace: SandboxNamespace) -> APIRouter:
             }
         },
     )
-    def get_file(sandbox_id: str, path: str) -> Response:
+    def get_file(sandbox_id: str, path: str, request: Request) -> Response:
         """A file's content (``application/octet-stream``) or, for a directory, its entries."""
+        path = _exact_path(request, sandbox_id, path)
         sandbox = namespace.find(sandbox_id)
         if sandbox.stat(path).kind == "directory":
             entries = [e.to_dict() for e in sandbox.list_files(path)]
-            return JSONResponse({"path": path, "entries": entries})
+            return JSONResponse({"path": _text(path), "entries": entries})
         return Response(content=sandbox.read_file(path), media_type="application/octet-stream")
 
     @router.delete("/{sandbox_id}/files/{path:path}", status_code=204, response_class=Response)
-    def delete_file(sandbox_id: str, path: str) -> Response:
+    def delete_file(sandbox_id: str, path: str, request: Request) -> Response:
         """Delete a file, a symbolic link or a directory tree."""
-        namespace.find(sandbox_id).delete_file(path)
+        namespace.find(sandbox_id).delete_file(_exact_path(request, sandbox_id, path))
         return Response(status_code=204)
 
     @router.get("", response_model=SandboxListResponse)
