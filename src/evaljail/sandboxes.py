@@ -76,7 +76,7 @@ from .errors import (
     SandboxNotFoundError,
     SandboxPathError,
 )
-from .isolation.bubblewrap import BwrapSpec, build_args
+from .isolation.bubblewrap import BwrapSpec, build_args, host_wide_proc_files
 from .isolation.seccomp import SANDBOX_DENIED_SYSCALLS, build_program
 from .settings import Settings
 from .worker.protocol import write_all
@@ -498,7 +498,7 @@ class _Mechanisms:
     #: /tmp and /dev/shm are tmpfs mounts the service makes per command, bounded in bytes and
     #: in inodes (needs root); else bubblewrap's, bounded in bytes only
     scratch: bool
-    proc_masks: tuple[str, ...]  #: host-wide /proc files hidden from commands, see _proc_masks
+    proc_masks: tuple[str, ...]  #: see isolation.bubblewrap.host_wide_proc_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -899,34 +899,6 @@ def _host_layout(
     return tuple(ro), tuple(libs), tuple(symlinks)
 
 
-#: /proc files that describe the whole host, not the jail, and that container runtimes mask. The
-#: jail's user is host root's uid when the service runs as root, and file modes alone let it read
-#: those that the host keeps root-only (0400): physical page flags and counts, slab and vmalloc
-#: statistics with addresses, timers; and root's key rings.
-_PROC_MASKED = (
-    "keys", "key-users", "kpagecgroup", "kpagecount", "kpageflags", "pagetypeinfo", "slabinfo",
-    "vmallocinfo", "timer_list", "sched_debug", "latency_stats", "kcore", "kmsg",
-)  # fmt: skip
-
-
-def _proc_masks() -> tuple[str, ...]:
-    """The /proc files every jail gets ``/dev/null`` (unopenable: nodev) bound over: those of
-    ``_PROC_MASKED`` and every other top-level file the host keeps from other users, that exist
-    on this kernel (a mount point that did not exist would fail the jail's set-up). A name of
-    ``_PROC_MASKED`` counts whatever the host shows there (a container runtime may already have
-    bound ``/dev/null`` over it: the jail's own procfs still has the file)."""
-    masks: list[str] = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit() or entry.is_dir(follow_symlinks=False):
-                continue
-            mode = entry.stat(follow_symlinks=False).st_mode
-            root_only = stat.S_ISREG(mode) and not mode & stat.S_IROTH
-            if entry.name in _PROC_MASKED or root_only:
-                masks.append(f"/proc/{entry.name}")
-    return tuple(sorted(masks))
-
-
 def _bwrap_supports_disable_userns(bwrap: str) -> bool:
     try:
         out = subprocess.run(
@@ -1250,7 +1222,7 @@ class SandboxNamespace:
                 disable_userns=_bwrap_supports_disable_userns(bwrap),
                 layout=_host_layout(self._runtime_prefixes),
                 scratch=scratch_why is None,
-                proc_masks=_proc_masks(),
+                proc_masks=host_wide_proc_files(),
             )
             self._arm_finalizer(cgroup=cgroup)
             return self._mechanisms
@@ -1955,16 +1927,13 @@ class SandboxNamespace:
             chdir=cwd,
             env=tuple(base_env.items()),
             symlinks=symlinks,
+            proc_masks=mech.proc_masks,
             # The jail's root and /dev are unbounded tmpfs mounts of bubblewrap's: read-only once
             # set up, so only /workspace (quota), /tmp and /dev/shm (size-limited) are writable.
-            # --dev also mounts a devpts instance, whose ptys come from one host-wide pool
-            # (kernel.pty.max, shared with every container): an empty read-only tmpfs covers it,
-            # and /dev/ptmx, a link into it, leads nowhere. Host-wide /proc files are masked.
+            # No ptys (BwrapSpec.ptys) and host-wide /proc files masked, as in every jail.
             extra_args=(
                 *(("--disable-userns",) if mech.disable_userns else ()),
                 *scratch_args,
-                *("--size", "4096", "--tmpfs", "/dev/pts", "--remount-ro", "/dev/pts"),
-                *(arg for mask in mech.proc_masks for arg in ("--ro-bind", "/dev/null", mask)),
                 *("--remount-ro", "/dev", "--remount-ro", "/"),
             ),
         )

@@ -15,8 +15,16 @@ def test_golden_minimal_spec() -> None:
         "--hostname", "evaljail", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--clearenv", "--setenv", "PATH", "/usr/bin", "--ro-bind-try", "/lib", "/lib",
         "--ro-bind", "/opt/py", "/opt/py", "--proc", "/proc", "--remount-ro", "/proc",
-        "--dev", "/dev", "--chdir", "/", "--", "python", "-I",
+        "--dev", "/dev", "--size", "4096", "--tmpfs", "/dev/pts", "--remount-ro", "/dev/pts",
+        "--chdir", "/", "--", "python", "-I",
     ]  # fmt: skip
+
+
+def test_masked_proc_files_and_ptys() -> None:
+    args = build_args(BwrapSpec(proc_masks=("/proc/keys",), ptys=True), ["x"])
+    at = args.index("--proc")
+    assert args[at + 4 : at + 7] == ["--ro-bind", "/dev/null", "/proc/keys"]
+    assert "/dev/pts" not in args  # the devpts of --dev is left in place
 
 
 def test_binds_come_after_tmpfs_so_a_runtime_under_tmp_stays_visible() -> None:
@@ -39,8 +47,12 @@ def test_worker_jail_exposes_no_home_etc_or_checkout() -> None:
     assert {"/", "/dev", "/proc"} <= set(remounted)
     at = argv.index("--proc")  # mounted, then made read-only: host sysctls stay out of reach
     assert argv[at : at + 4] == ["--proc", "/proc", "--remount-ro", "/proc"]
-    assert "--tmpfs" not in argv  # nothing writable for the core profile
+    tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
+    assert tmpfs == ["/dev/pts"]  # nothing writable for the core profile
+    assert "/dev/pts" in remounted  # an empty read-only cover: no ptys
     assert "--bind" not in argv
+    masks = {argv[i + 2] for i, a in enumerate(argv) if argv[i + 1 : i + 2] == ["/dev/null"]}
+    assert "/proc/keys" in masks and "/proc/slabinfo" in masks
 
 
 def test_worker_environment_is_built_not_inherited() -> None:

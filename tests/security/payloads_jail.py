@@ -64,6 +64,19 @@ PAYLOADS: list[JailPayload] = [
        "        except OSError:\n"
        "            pass\n"
        "print('ESCAPED' if found else 'clean')", "ok"),
+    # The jail's user is host root's uid when the service runs as root: file modes alone would
+    # let it read the files the host keeps root-only, and root's key rings.
+    _p("read-host-slabinfo", "secrets",
+       "print('ESCAPED', os.read(os.open('/proc/slabinfo', os.O_RDONLY), 64))",
+       "error:PermissionError"),
+    _p("read-host-page-flags", "secrets",
+       "print('ESCAPED', os.read(os.open('/proc/kpageflags', os.O_RDONLY), 64))",
+       "error:PermissionError"),
+    _p("read-root-keyrings", "secrets",
+       "print('ESCAPED', os.read(os.open('/proc/keys', os.O_RDONLY), 64))",
+       "error:PermissionError"),
+    _p("allocate-pty", "devices",  # ptys come from one host-wide pool (kernel.pty.max)
+       "print('ESCAPED', os.openpty())", "error:FileNotFoundError"),
     # -- writing ------------------------------------------------------------------------------
     _p("write-tmp", "write",
        "f = json.codecs.open('/tmp/evaljail-x', 'w')\nf.write('x')\nf.close()\nprint('ESCAPED')",

@@ -5,13 +5,17 @@ Rendering is a pure function (golden-tested); nothing here starts a process.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import stat
 import sys
 import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BwrapSpec", "build_args", "runtime_paths"]
+__all__ = ["BwrapSpec", "build_args", "host_wide_proc_files", "runtime_paths"]
 
 #: System library directories the interpreter and its extension modules link against.
 _SYSTEM_LIB_DIRS: tuple[str, ...] = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
@@ -43,6 +47,35 @@ def runtime_paths() -> tuple[str, ...]:
     return tuple(pruned)
 
 
+#: /proc files that describe the whole host, not the jail, and that container runtimes mask. The
+#: jail's user is host root's uid when the service runs as root, and file modes alone let it read
+#: those that the host keeps root-only (0400): physical page flags and counts, slab and vmalloc
+#: statistics with addresses, timers; and root's key rings.
+_PROC_MASKED = (
+    "keys", "key-users", "kpagecgroup", "kpagecount", "kpageflags", "pagetypeinfo", "slabinfo",
+    "vmallocinfo", "timer_list", "sched_debug", "latency_stats", "kcore", "kmsg",
+)  # fmt: skip
+
+
+@functools.cache
+def host_wide_proc_files() -> tuple[str, ...]:
+    """The /proc files a jail gets ``/dev/null`` (unopenable: nodev) bound over: those of
+    ``_PROC_MASKED`` and every other top-level file the host keeps from other users, that exist
+    on this kernel (a mount point that did not exist would fail the jail's set-up). A name of
+    ``_PROC_MASKED`` counts whatever the host shows there (a container runtime may already have
+    bound ``/dev/null`` over it: the jail's own procfs still has the file). Read once."""
+    masks: list[str] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() or entry.is_dir(follow_symlinks=False):
+                continue
+            mode = entry.stat(follow_symlinks=False).st_mode
+            root_only = stat.S_ISREG(mode) and not mode & stat.S_IROTH
+            if entry.name in _PROC_MASKED or root_only:
+                masks.append(f"/proc/{entry.name}")
+    return tuple(sorted(masks))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BwrapSpec:
     """What a jailed process may see. Defaults are the strictest that still run Python."""
@@ -52,8 +85,13 @@ class BwrapSpec:
     rw_binds_to: tuple[tuple[str, str], ...] = ()  #: (host path, jail path) writable binds
     tmpfs: tuple[str, ...] = ("/tmp",)
     tmpfs_size_bytes: int = 1024 * 1024
-    proc: bool = True  #: a procfs of the jail's own PID namespace
+    proc: bool = True  #: a procfs of the jail's own PID namespace, read-only
+    proc_masks: tuple[str, ...] = ()  #: /proc files covered by /dev/null (host_wide_proc_files)
     dev: bool = True  #: a minimal /dev (null, zero, random, urandom, tty)
+    #: ptys: --dev mounts a devpts instance whose ptys come from one host-wide pool
+    #: (kernel.pty.max, shared with every container). Off: an empty read-only tmpfs covers
+    #: /dev/pts, and /dev/ptmx, a link into it, leads nowhere.
+    ptys: bool = False
     share_net: bool = False
     hostname: str = "evaljail"
     uid: int = 65534
@@ -107,7 +145,11 @@ def build_args(spec: BwrapSpec, command: Sequence[str], *, bwrap: str = "bwrap")
         # Read-only: when the service runs as root, the jail's user is root outside, and the
         # kernel lets root's uid write host-wide sysctls (/proc/sys) without any capability.
         args += ["--proc", "/proc", "--remount-ro", "/proc"]
+        for path in spec.proc_masks:
+            args += ["--ro-bind", "/dev/null", path]
     if spec.dev:
         args += ["--dev", "/dev"]
+        if not spec.ptys:
+            args += ["--size", "4096", "--tmpfs", "/dev/pts", "--remount-ro", "/dev/pts"]
     args += ["--chdir", spec.chdir, *spec.extra_args, "--", *command]
     return args

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .bubblewrap import BwrapSpec, build_args, runtime_paths
+from .bubblewrap import BwrapSpec, build_args, host_wide_proc_files, runtime_paths
 
 __all__ = [
     "BOOT", "JAIL_WORKER_DIR", "LOAD_WORKER", "host_worker_dir", "worker_argv", "worker_env"
@@ -76,6 +76,7 @@ def worker_argv(*, jailed: bool, scientific: bool, bwrap: str = "bwrap") -> list
         tmpfs=("/tmp",) if scientific else (),
         tmpfs_size_bytes=4 * 1024 * 1024,
         env=tuple(sorted(worker_env(scientific=scientific).items())),
+        proc_masks=host_wide_proc_files(),
         extra_args=("--remount-ro", "/", "--remount-ro", "/dev"),
     )
     return build_args(spec, [python, "-I", "-c", BOOT, JAIL_WORKER_DIR], bwrap=bwrap)
