@@ -4,7 +4,8 @@ One dispatcher thread owns each worker process and talks to it over pipes; calle
 ``concurrent.futures.Future`` objects, so neither the sync API nor an event loop ever blocks on a
 worker. The pool keeps ``min_size`` core workers warm, grows to ``max_size`` under queue pressure,
 shrinks after ``idle_timeout_s``, recycles a worker after ``recycle_after`` executions, and
-replaces any worker that crashes or misses the backstop deadline (its own deadline plus grace).
+replaces any worker that crashes or misses the backstop deadline (its own deadline plus grace),
+or whose job is still running half a second after it was abandoned (its ``stop`` event set).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from .worker.protocol import (
     RESULT_TAG,
     FrameError,
     FrameReader,
+    FrameTimeout,
     decode_frame,
     decode_result,
     encode_frame,
@@ -55,6 +57,11 @@ __all__ = ["Pool", "PoolStats"]
 
 _STARTUP_TIMEOUT_S = 60.0
 _BACKSTOP_GRACE_S = 2.0
+#: How often a dispatcher waiting on its worker checks whether the job was abandoned.
+_STOP_POLL_S = 0.1
+#: An abandoned job still running this long after it was noticed has its worker killed: its
+#: remaining items (up to 64 traces, each up to its timeout) would hold the worker for nothing.
+_ABANDONED_GRACE_S = 0.5
 #: A job running longer than this holds its worker "for a while": only then does the pool grow
 #: past cores + 1, so that quick jobs are not stuck behind slow ones. Below it, executions are
 #: CPU-bound and short, and more workers than cores only add memory and context switches.
@@ -123,6 +130,10 @@ def _child_result(payload: bytes) -> dict[str, Any]:
 
 class _WorkerGone(WorkerCrashedError):
     """The worker was already dead when a job was handed to it: the job never started."""
+
+
+class _Abandoned(WorkerCrashedError):
+    """Nobody wanted the running job's results any more: its worker was killed."""
 
 
 class _Worker:
@@ -197,9 +208,10 @@ class _Worker:
             write_all_v(self._in, [encode_frame(message), *blobs])
         except OSError as exc:
             raise _WorkerGone(f"the worker died while idle: {exc}") from exc
+        noticed: list[float] = []  #: when the job was first seen abandoned
         try:
             while True:
-                body = self._reader.read_raw(time.monotonic() + per_item_s)
+                body = self._read_result(job, time.monotonic() + per_item_s, noticed)
                 if body[:1] != _RESULT_TAG:
                     frame = decode_frame(body)
                     if frame.get("op") != "done" or frame.get("id") != request_id:
@@ -220,6 +232,26 @@ class _Worker:
                 f"a jailed worker stopped answering: {exc}",
                 details={"stderr": self.stderr_tail()},
             ) from exc
+
+    def _read_result(self, job: _Job, deadline: float, noticed: list[float]) -> bytes:
+        """The worker's next frame; kills the worker (_Abandoned) once the job's ``stop`` has
+        been set for ``_ABANDONED_GRACE_S`` (quick remaining items finish within it)."""
+        stop = job.stop
+        if stop is None:
+            return self._reader.read_raw(deadline)
+        while True:
+            now = time.monotonic()
+            if stop.is_set():
+                if not noticed:
+                    noticed.append(now)
+                elif now - noticed[0] >= _ABANDONED_GRACE_S:
+                    self.kill()
+                    raise _Abandoned("the job was abandoned; its worker was stopped")
+            try:
+                return self._reader.read_raw(min(deadline, now + _STOP_POLL_S))
+            except FrameTimeout:
+                if time.monotonic() >= deadline:
+                    raise
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -600,10 +632,12 @@ class Pool:
             if not self._started:
                 raise PoolClosedError("the pool is not started")
             queue = self._queues[job.profile]
-            if sum(len(q) for q in self._queues.values()) >= self.queue_size:
+            waiting = sum(len(q) for q in self._queues.values())
+            if waiting >= self.queue_size:
                 raise QueueFullError(
-                    f"the execution queue is full ({self.queue_size} waiting); retry later",
-                    details={"queue_size": self.queue_size},
+                    f"the execution queue is full ({waiting} jobs waiting for a worker, "
+                    f"limit {self.queue_size}); retry later",
+                    details={"queue_size": self.queue_size, "waiting": waiting},
                 )
             queue.append(job)
             pressure = len(queue) > self._idle[job.profile] + self._starting[job.profile]
@@ -635,8 +669,11 @@ class Pool:
         return Profile.CORE
 
     def run_script(self, code: str, policy: Policy) -> Future[ExecutionResult]:
+        """The future stays cancellable until it has its result: cancelling it (an HTTP client
+        that left) skips the job if it still waits, or stops its worker if it runs."""
         future: Future[ExecutionResult] = Future()
-        future.set_running_or_notify_cancel()
+        stop = threading.Event()
+        future.add_done_callback(lambda f: stop.set() if f.cancelled() else None)
         degraded = self.degraded
         box: list[ExecutionResult] = []
 
@@ -645,20 +682,22 @@ class Pool:
             box.append(result)
             with self._lock:
                 self._executions += 1
-            future.set_result(result)
+            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                future.set_result(result)
 
         def on_done(error: BaseException | None) -> None:
             if box:
                 return
             if error is None:
                 error = WorkerCrashedError("the worker finished without a result")
-            future.set_exception(error)
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(error)
 
         self._submit(_Job(
             profile=self._route(policy, code), mode="script", code=code, function=None,
             items=None, policy=policy,
             deadline=time.monotonic() + policy.limits.timeout_ms / 1000 + 60,
-            on_raw=on_raw, on_done=on_done,
+            on_raw=on_raw, on_done=on_done, stop=stop,
         ))  # fmt: skip
         return future
 
@@ -687,7 +726,11 @@ class Pool:
         with self._lock:
             workers = max(self._workers[profile] + self._starting[profile], 1)
             workers = min(max(workers, self.min_size), self.max_size)
+            free = self.queue_size - sum(len(q) for q in self._queues.values())
         chunk = max(1, min(64, math.ceil(len(items) / (workers * 4))))
+        # A batch needs no more places in the queue than are free: with a small
+        # EVALJAIL_QUEUE_SIZE its chunks get larger instead of the batch never fitting.
+        chunk = max(chunk, math.ceil(len(items) / max(free, 1)))
 
         def finish_one(index: int, result: TraceResult) -> None:
             if stop is not None and stop.is_set():
@@ -705,6 +748,10 @@ class Pool:
                 future.set_result(None)
 
         def on_raw(index: int, raw: dict[str, Any]) -> None:
+            if stop is not None and stop.is_set():  # ran, but nobody wants it: count it only
+                with self._lock:
+                    self._executions += 1
+                return
             item = by_index.get(index)
             if item is not None:
                 finish_one(index, trace_result(raw, item, policy, degraded=degraded))

@@ -103,6 +103,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "EVALJAIL_ISOLATION": ("isolation", _isolation),
     "EVALJAIL_MAX_BODY_MB": ("max_body_mb", _int_in(1, 1024)),
     "EVALJAIL_QUEUE_SIZE": ("queue_size", _int_in(1, 1_000_000)),
+    "EVALJAIL_READ_TIMEOUT_MS": ("read_timeout_ms", _int_in(100, 3_600_000)),
+    "EVALJAIL_SEND_TIMEOUT_MS": ("send_timeout_ms", _int_in(100, 3_600_000)),
     "EVALJAIL_CORS_ORIGINS": ("cors_origins", _origins),
     "EVALJAIL_SANDBOX_DIR": ("sandbox_dir", _path),
 }
@@ -126,6 +128,11 @@ class Settings:
     isolation: str = "strict"
     max_body_mb: int = 8
     queue_size: int = 10_000
+    #: A request's head must arrive within this time of its first byte (or of the connection
+    #: opening), and its body within this time of its head: ``408`` otherwise.
+    read_timeout_ms: int = 30_000
+    #: A client that accepts none of a pending response for this long is disconnected.
+    send_timeout_ms: int = 30_000
     cors_origins: tuple[str, ...] = ()
     sandbox_dir: Path | None = None
 

@@ -326,6 +326,7 @@ def test_commands_past_the_cap_are_refused_at_once(
         error = _error(refused)
         assert error["code"] == "sandbox_limit"
         assert error["details"]["limit"] == "max_running_commands"
+        assert refused.headers["retry-after"] == "1"  # busy, unlike a quota: retry soon
         assert ns.usage()["commands_refused_total"] == 1
         for name in ("sleeper0", "sleeper1"):
             client.delete(f"/sandboxes/{name}")

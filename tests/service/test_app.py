@@ -218,6 +218,55 @@ def test_cors_is_off_unless_configured(serve_mock: Callable[..., Any]) -> None:
         assert r.headers.get("access-control-allow-origin") != "http://evil.example"
 
 
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ({"origin": "http://evil.example"}, ["origin"]),
+        ({"access-control-request-method": "PATCH"}, ["method"]),
+        ({"access-control-request-headers": "x-evil"}, ["headers"]),
+    ],
+    ids=["origin", "method", "headers"],
+)
+def test_cors_refusal_is_a_json_error(
+    serve_mock: Callable[..., Any], change: dict[str, str], refused: list[str]
+) -> None:
+    preflight = {
+        "origin": "http://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+        "x-request-id": "pre-1",
+    }
+    with serve_mock(settings=Settings(cors_origins=("http://app.example",))) as c:
+        r = c.options("/execute", headers=preflight | change)
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-request-id"] == "pre-1"
+    assert "origin" in r.headers["vary"].lower()
+    error = r.json()["error"]
+    assert error["code"] == "cors_rejected"
+    assert error["details"] == {"refused": refused}
+    assert error["request_id"] == "pre-1"
+
+
+def test_body_deadline_holds_under_any_asgi_server(serve_mock: Callable[..., Any]) -> None:
+    """The gate's body deadline does not depend on ``evaljail serve``'s protocol class: here
+    the app runs on a stock uvicorn."""
+    import socket
+
+    with serve_mock(settings=Settings(read_timeout_ms=300)) as c:
+        host, port = str(c.base_url).removeprefix("http://").rstrip("/").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=20) as sock:
+            sock.sendall(b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+            reply = b""
+            while b"request_timeout" not in reply:
+                chunk = sock.recv(65536)
+                assert chunk, reply
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 ")
+        assert b"connection: close" in reply.lower()
+        assert c.post("/execute", json={"code": "print(1)"}).status_code == 200
+
+
 def test_body_limit_with_and_without_content_length(serve_mock: Callable[..., Any]) -> None:
     big = json.dumps({"code": "#" * (2 * 1024 * 1024)}).encode()
     with serve_mock(settings=Settings(max_body_mb=1)) as c:
@@ -257,6 +306,16 @@ def test_batch_json_and_ndjson(serve_mock: Callable[..., Any]) -> None:
         assert [ln["type"] for ln in lines] == ["result"] * 5 + ["summary"]
         assert sorted(ln["index"] for ln in lines[:-1]) == list(range(5))
         assert lines[-1]["total"] == 5 and lines[-1]["counts"] == {"passed": 3, "failed": 2}
+
+
+def test_an_empty_function_name_is_refused(serve_mock: Callable[..., Any]) -> None:
+    """``""`` names no function; it used to be taken as "find it yourself"."""
+    with serve_mock() as c:
+        r = c.post("/execute/batch", json={"code": EVAL, "function_name": "", "traces": []})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert error["message"].startswith("function_name:")
 
 
 def test_batch_with_no_traces(serve_mock: Callable[..., Any]) -> None:

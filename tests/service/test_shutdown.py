@@ -37,8 +37,20 @@ from .conftest import (
         ({"EVALJAIL_API_TOKEN": "short"}, "EVALJAIL_API_TOKEN"),
         ({"EVALJAIL_HOST": "0.0.0.0"}, "EVALJAIL_API_TOKEN"),
         ({"EVALJAIL_HOST": "not a host"}, "EVALJAIL_HOST"),
+        ({"EVALJAIL_READ_TIMEOUT_MS": "5"}, "EVALJAIL_READ_TIMEOUT_MS"),
+        ({"EVALJAIL_SEND_TIMEOUT_MS": "soon"}, "EVALJAIL_SEND_TIMEOUT_MS"),
     ],
-    ids=["port", "memory", "pool-sizes", "isolation", "short-token", "public-no-token", "host"],
+    ids=[
+        "port",
+        "memory",
+        "pool-sizes",
+        "isolation",
+        "short-token",
+        "public-no-token",
+        "host",
+        "read-timeout",
+        "send-timeout",
+    ],
 )
 def test_invalid_configuration_exits_2_naming_the_variable(
     env: dict[str, str], needle: str

@@ -3,8 +3,9 @@
 Start-up order: read the settings (an invalid variable stops here, exit 2, naming it); refuse a
 non-loopback address without ``EVALJAIL_API_TOKEN`` (exit 2); start the jailed pool and wait
 until it is warm (a host that cannot confine code stops here, exit 1); only then bind the port,
-so ``/health`` answers ``ok`` from its first request. SIGINT/SIGTERM stop accepting, drain the
-requests in flight, then stop the pool: no process is left behind.
+so ``/health`` answers ``ok`` from its first request. SIGINT/SIGTERM stop accepting, answer
+``503`` to uploads still arriving, drain the requests in flight, then stop the pool: no process
+is left behind. uvicorn runs :mod:`evaljail.service.protocol` (h11 with read and send deadlines).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def serve(
     from ..runner import PythonRunner
     from ..service import create_app, wait_until_warm
     from ..service.logs import configure_logging
+    from ..service.protocol import http_protocol
 
     configure_logging(log_level)
     log = logging.getLogger("evaljail.service")
@@ -83,6 +85,11 @@ def serve(
             lifespan="on",
             server_header=False,
             ws="none",
+            # h11 with a head read deadline, a send deadline and JSON parser errors
+            http=http_protocol(
+                read_timeout_s=settings.read_timeout_ms / 1000,
+                send_timeout_s=settings.send_timeout_ms / 1000,
+            ),
             backlog=2048,
             timeout_keep_alive=30,
             timeout_graceful_shutdown=int(settings.max_timeout_ms / 1000) + 10,

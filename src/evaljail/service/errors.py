@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import EvaljailError, PoolError, status_and_code
+from ..errors import EvaljailError, PoolError, SandboxLimitError, status_and_code
 
 __all__ = [
     "SERVICE_ERROR_CODES",
@@ -35,11 +35,14 @@ _log = logging.getLogger("evaljail.service")
 
 #: code -> (HTTP status, when it is used). docs/service.md mirrors this table.
 SERVICE_ERROR_CODES: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "the HTTP request itself is malformed (framing, headers)"),
+    "cors_rejected": (400, "a CORS preflight asked for an origin, method or header not allowed"),
     "invalid_json": (400, "the body is not UTF-8 JSON"),
     "invalid_request": (422, "the JSON does not match the endpoint's schema"),
     "unauthorized": (401, "missing or wrong bearer token"),
     "not_found": (404, "no such endpoint"),
     "method_not_allowed": (405, "the endpoint exists, the method does not"),
+    "request_timeout": (408, "the request's head or body did not arrive in time"),
     "request_too_large": (413, "the body exceeds EVALJAIL_MAX_BODY_MB"),
     "not_ready": (503, "starting, shutting down, or the backend is unhealthy"),
     "internal_error": (500, "a bug: logged with the request id"),
@@ -133,7 +136,8 @@ def _safe_details(details: Mapping[str, Any]) -> dict[str, Any]:
 def evaljail_error_response(exc: EvaljailError, request_id: str) -> Response:
     """The response for one of evaljail's own errors (queue full -> 503 + Retry-After ...)."""
     status, code = status_and_code(exc)
-    headers = {"Retry-After": "1"} if isinstance(exc, PoolError) else None
+    busy = isinstance(exc, SandboxLimitError) and exc.details.get("limit") == "max_running_commands"
+    headers = {"Retry-After": "1"} if isinstance(exc, PoolError) or busy else None
     if status >= 500:
         _log.warning(
             "request failed",
