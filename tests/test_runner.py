@@ -342,6 +342,57 @@ def test_cancelling_an_async_batch_runs_no_more_of_it(runner: PythonRunner) -> N
     assert ran < len(_SLOW_TRACES) // 2, ran
 
 
+#: Well past the size analysed inline: analysis runs in a thread for ~0.7 s.
+_PADDING = "x = 1\n" * 50_000
+
+
+def test_cancelling_aexecute_while_its_source_is_analysed_runs_nothing() -> None:
+    """A client that leaves while a large source is still being analysed (in a thread) must
+    not leave its execution to run for nobody: here a 30 s loop on the only worker, which
+    would hold the next request for 30 s."""
+    import asyncio
+
+    runner = PythonRunner(settings=Settings(pool_min_size=1, pool_max_size=1))
+    try:
+
+        async def cancel_during_analysis() -> None:
+            task = asyncio.ensure_future(
+                runner.aexecute(_PADDING + "while True:\n    pass\n", timeout=30_000)
+            )
+            await asyncio.sleep(0.05)  # the analysis thread is still at work
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancel_during_analysis())  # returns once the analysis thread has finished
+        started = time.monotonic()
+        assert runner.execute("print('next')").stdout == "next\n"
+        assert time.monotonic() - started < 15
+    finally:
+        runner.close()
+
+
+def test_cancelling_an_async_batch_during_analysis_runs_none_of_it(runner: PythonRunner) -> None:
+    import asyncio
+
+    before = _executions_once_idle(runner)
+
+    async def cancel_during_analysis() -> int:
+        task = asyncio.ensure_future(
+            runner.aexecute_batch(_PADDING + _SLOW_EVAL, None, _SLOW_TRACES)
+        )
+        await asyncio.sleep(0.05)  # the analysis thread is still at work
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.get_running_loop().shutdown_default_executor()  # the thread has finished
+        # Blocking, with the loop still open as in a service (a closed loop stops a batch).
+        return _executions_once_idle(runner)
+
+    ran = asyncio.run(cancel_during_analysis()) - before
+    assert ran < len(_SLOW_TRACES) // 2, ran
+
+
 _DATES = """from __future__ import annotations
 from datetime import date, datetime
 

@@ -437,17 +437,44 @@ class PythonRunner:
         return self._submit_script(code, timeout).result()
 
     async def aexecute(self, code: str, *, timeout: int | None = None) -> ExecutionResult:
-        future = await self._off_loop(code, lambda: self._submit_script(code, timeout))
+        """``execute`` for an event loop. Cancelling it (an HTTP client that left) cancels the
+        execution: skipped if it still waits for a worker, stopped if it runs."""
+        future = await self._off_loop(
+            code, lambda: self._submit_script(code, timeout), abandon=lambda f: f.cancel()
+        )
         return await asyncio.wrap_future(future)
 
     @staticmethod
-    async def _off_loop(code: object, start: Callable[[], _T]) -> _T:
+    async def _off_loop(
+        code: object, start: Callable[[], _T], *, abandon: Callable[[_T], object]
+    ) -> _T:
         """Run ``start`` (which analyses the source) in a thread when the source is large
         enough for parsing to stall an event loop; inline otherwise (a thread hop costs more
-        than parsing a small eval)."""
-        if isinstance(code, str) and len(code) > _INLINE_ANALYSIS_CHARS:
-            return await asyncio.to_thread(start)
-        return start()
+        than parsing a small eval). Cancelled while the thread runs, the thread still finishes:
+        ``abandon`` then gets what it started, so that nothing runs for nobody."""
+        if not (isinstance(code, str) and len(code) > _INLINE_ANALYSIS_CHARS):
+            return start()
+        lock = threading.Lock()
+        cancelled = False
+        started: list[_T] = []  #: what ``start`` returned, once it has, unless cancelled first
+
+        def run() -> _T:
+            result = start()
+            with lock:
+                if cancelled:
+                    abandon(result)
+                else:
+                    started.append(result)
+            return result
+
+        try:
+            return await asyncio.to_thread(run)
+        except asyncio.CancelledError:  # the thread runs on: whichever of us is last abandons
+            with lock:
+                cancelled = True
+                if started:
+                    abandon(started[0])
+            raise
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -587,6 +614,7 @@ class PythonRunner:
             lambda: self._start_batch(
                 code, function_name, trace_list, timeout, batch_timeout_ms, on_result, stop
             ),
+            abandon=lambda _started: stop.set(),
         )
         future.add_done_callback(lambda _f: loop.call_soon_threadsafe(q.put_nowait, None))
         wrapped = asyncio.wrap_future(future)
