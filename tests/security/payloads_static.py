@@ -415,6 +415,7 @@ PAYLOADS: list[tuple[str, str, str]] = [
     ("numpy-array-interface-property", "class I:\n    @property\n    def __array_interface__(self):\n        return {'data': (0, False), 'typestr': '<i8', 'shape': (1,)}", "raw-memory"),
     ("numpy-array-interface-type-dict", "I = type('I', (), {'__array_struct__': 1})", "raw-memory"),
     ("numpy-as-strided-objects", "import numpy as np\nv = np.lib.stride_tricks.as_strided(np.array([1], dtype=object), shape=(99,), strides=(8,))", "raw-memory"),
+    ("enum-functional-create", "import re\nE = type(re.RegexFlag)._create_", "class-factory"),
     ("pandas-interchange", "import pandas as pd\ndef f(obj):\n    return pd.api.interchange.from_dataframe(obj)", "raw-memory"),
     # -- matplotlib: backends imported by name, str.format on a string it is given -------------
     (
@@ -441,4 +442,65 @@ PAYLOADS: list[tuple[str, str, str]] = [
     # -- not Python at all ----------------------------------------------------------------------
     ("syntax-error", "def f(:\n    pass", "syntax-error"),
     ("null-byte", "x = 1\0", "syntax-error"),
+]  # fmt: skip
+
+#: The original raw-memory exploit (a computed ``__array_interface__`` answered by
+#: ``__getattr__``): ``id(s)`` is the address of the ``str`` object, whose text follows its
+#: header, so ``bytes(a)`` holds the secret only if numpy read the address it was given.
+RAW_MEMORY_SECRET = "secret-marker-xyz"
+_IFACE = '{"data": (id(s), False), "shape": (80,), "typestr": "|u1", "version": 3}'
+_RAW_HEAD = f'import numpy as np\ns = {RAW_MEMORY_SECRET!r}\nk = "__array_" + "interface__"\n'
+
+#: Payloads that only policies beyond the core allow-list must reject (numpy importable: any
+#: object that answers ``__array_interface__`` under a name built at run time hands numpy an
+#: address to read and write). Same format as :data:`PAYLOADS`; the core profile accepts them.
+SCIENTIFIC_PAYLOADS: list[tuple[str, str, str]] = [
+    (
+        "numpy-computed-interface-getattr",
+        f"{_RAW_HEAD}class C:\n    def __getattr__(self, n):\n"
+        f"        if n.endswith('interface__'):\n            return {_IFACE}\n"
+        "        raise AttributeError(n)\nprint(bytes(np.asarray(C())))",
+        "attribute-hook",
+    ),
+    (
+        "numpy-computed-interface-getattribute",
+        f"{_RAW_HEAD}class C:\n    def __getattribute__(self, n):\n        return {_IFACE}\n"
+        "print(bytes(np.asarray(C())))",
+        "attribute-hook",
+    ),
+    ("getattr-hook-assigned", f"{_RAW_HEAD}class C:\n    __getattr__ = lambda self, n: {_IFACE}\nprint(bytes(np.asarray(C())))", "attribute-hook"),
+    ("getattr-hook-loop-target", "class C:\n    for __getattr__ in [lambda self, n: 1]:\n        pass", "attribute-hook"),
+    ("getattr-hook-imported-as", "class C:\n    from json import loads as __getattr__", "attribute-hook"),
+    ("getattr-hook-dict-key", "import pandas as pd\nns = {'__getattr__': lambda self, n: 1}", "attribute-hook"),
+    ("getattr-hook-keyword", "ns = dict(__getattribute__=lambda self, n: 1)", "attribute-hook"),
+    ("getattr-hook-metaclass", "class M(type):\n    def __getattr__(cls, n):\n        return 1", "attribute-hook"),
+    ("module-getattr", "def __getattr__(name):\n    return 1", "attribute-hook"),
+    (
+        "numpy-computed-interface-type-three-args",
+        f"{_RAW_HEAD}C = type('C', (), {{k: property(lambda self: {_IFACE})}})\nprint(bytes(np.asarray(C())))",
+        "class-factory",
+    ),
+    ("type-alias", f"{_RAW_HEAD}T = type\nC = T('C', (), {{k: {_IFACE}}})", "class-factory"),
+    ("type-star-args", f"{_RAW_HEAD}a = ('C', (), {{k: {_IFACE}}})\nC = type(*a)", "class-factory"),
+    ("type-keyword-args", "C = type('C', (), {}, **{})", "class-factory"),
+    ("type-of-class-called", f"{_RAW_HEAD}C = type(int)('C', (), {{k: {_IFACE}}})", "class-factory"),
+    ("type-of-class-stored", f"{_RAW_HEAD}T = type(int)\nC = T('C', (), {{k: {_IFACE}}})", "class-factory"),
+    ("type-of-class-passed", "def make(t):\n    return t('C', (), {})\nmake(type(int))", "class-factory"),
+    ("type-of-class-compared-with-object", "class E:\n    def __eq__(self, t):\n        return t('C', (), {})\ntype(int) == E()", "class-factory"),
+    ("type-in-container", "ts = [type]\nC = ts[0]('C', (), {})", "class-factory"),
+    (
+        "metaclass-new-computed-key",
+        f"{_RAW_HEAD}class M(type):\n    def __new__(m, name, bases, ns):\n        ns[k] = {_IFACE}\n"
+        "        return super().__new__(m, name, bases, ns)\nclass C(metaclass=M):\n    pass\n"
+        "print(bytes(np.asarray(C())))",
+        "class-factory",
+    ),
+    (
+        "metaclass-prepare-renaming-dict",
+        f"{_RAW_HEAD}class D(dict):\n    def __setitem__(self, key, v):\n"
+        "        dict.__setitem__(self, k if key == 'x' else key, v)\n"
+        "class M(type(int)):\n    @classmethod\n    def __prepare__(m, name, bases):\n        return D()\n"
+        f"class C(metaclass=M):\n    x = property(lambda self: {_IFACE})\nprint(bytes(np.asarray(C())))",
+        "class-factory",
+    ),
 ]  # fmt: skip

@@ -42,6 +42,7 @@ from ._format import field_attributes, format_attributes
 from ._policy import Policy
 from ._rules import (
     ATTRIBUTE_FUNCTIONS,
+    ATTRIBUTE_HOOKS,
     BUILTIN_HINTS,
     FORMAT_METHODS,
     ISINSTANCE_HOOKS,
@@ -124,6 +125,7 @@ _ATTRIBUTE_MESSAGES: dict[str, str] = {
     "string-evaluation": "{name!r} evaluates strings as code",
     "unpickling": "{name!r} loads pickles, which run any code they name",
     "raw-memory": "{name!r} reads and writes memory at any address",
+    "class-factory": "{name!r} makes a class from names given at run time",
 }
 
 #: Format strings given to ``matplotlib.ticker.StrMethodFormatter`` (and the formatters that
@@ -132,6 +134,12 @@ _FORMAT_GADGETS = frozenset({"StrMethodFormatter"})
 
 #: What numpy's and pandas' raw-memory protocols are.
 _RAW = "a protocol through which numpy and pandas read and write memory at any address"
+
+#: The protocol numpy looks up on any object it is given.
+_RAW_NAME = "'__array_interface__'"
+
+#: Builtins that take a class and only compare it, test against it or print it.
+_TYPE_CONSUMERS = frozenset({"isinstance", "issubclass", "print", "str", "repr", "id", "hash"})
 
 #: ``numpy.load(file, mmap_mode, allow_pickle)``: the third positional argument unpickles.
 _LOAD_FUNCTIONS = frozenset({"load"})
@@ -171,6 +179,11 @@ def _is_super_call(node: ast.AST) -> bool:
 _BUILTIN_TYPES = frozenset(name for name, value in vars(builtins).items() if type(value) is type)
 
 
+def _single_argument(call: ast.Call) -> bool:
+    """``f(x)``: one positional argument, not unpacked, no keywords."""
+    return len(call.args) == 1 and not isinstance(call.args[0], ast.Starred) and not call.keywords
+
+
 def _plain_bases(node: ast.ClassDef) -> tuple[str, ...] | None:
     """The names of ``node``'s bases if its metaclass is ``type`` unless one of them is
     rebound (each base a builtin type's name, no ``metaclass=``); None: it may be anything."""
@@ -203,6 +216,9 @@ class Checker:
         self._self_matching: list[tuple[ast.Name, _Scope]] = []  # ``case str(s)``, unless rebound
         self._super_dunders: list[tuple[ast.Attribute, _Scope]] = []  # ``super().__init__``
         self._format_fields: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        #: numpy may be importable: attribute hooks and run-time classes are refused
+        self._beyond_core = policy.beyond_core
+        self._type_names: dict[int, _Scope] = {}  # id(Name 'type' read) -> its scope
         self._fields: dict[type[ast.AST], tuple[str, ...]] = {}
         self._handlers: dict[type[ast.AST], _Handler] = {
             ast.FunctionDef: self._function,  # type: ignore[dict-item]
@@ -261,6 +277,8 @@ class Checker:
         self._resolve_module_chains()
         self._resolve_class_patterns()
         self._resolve_super_dunders()
+        if self._type_names:
+            self._resolve_class_factories(tree)
         return self.findings
 
     def _push(self, node: ast.AST | None, depth: int, scope: _Scope) -> None:
@@ -333,8 +351,19 @@ class Checker:
             self._report("isinstance-hook", node, f"defining {name!r}")
         elif name in RAW_MEMORY_PROTOCOLS:
             self._report("raw-memory", node, f"defining {name!r}, {_RAW}")
+        elif name in ATTRIBUTE_HOOKS:
+            self._attribute_hook(name, node)
         scope.bound.add(name)
         self._binding_counts[name] += 1
+
+    def _attribute_hook(self, name: str, node: ast.AST) -> None:
+        if self._beyond_core:
+            self._report(
+                "attribute-hook",
+                node,
+                f"defining {name!r}: numpy looks {_RAW_NAME} up through it, so it could answer "
+                "a name built at run time with an address to read and write",
+            )
 
     def _constant(self, node: ast.AST, scope: _Scope) -> str | None:
         """A string literal, or a name bound exactly once in the whole source, to a literal,
@@ -458,6 +487,8 @@ class Checker:
                 self._report("blocked-name", node, f"name {name!r} is an interpreter internal")
             if name in self._watched:
                 self._name_uses.append((node, scope))
+            if name == "type" and self._beyond_core:
+                self._type_names[id(node)] = scope
         else:
             self._bind(name, scope, node)
 
@@ -541,6 +572,8 @@ class Checker:
                 self._check_match_args(value)
             elif name in ISINSTANCE_HOOKS:
                 self._report("isinstance-hook", key or node, f"defining {name!r}")
+            elif name in ATTRIBUTE_HOOKS:
+                self._attribute_hook(name, key or node)
             # a raw-memory protocol name as a key is reported with every string literal
         self._children(node, depth, scope)
 
@@ -651,6 +684,8 @@ class Checker:
                 self._report("isinstance-hook", keyword, f"defining {keyword.arg!r}")
             elif keyword.arg in RAW_MEMORY_PROTOCOLS:
                 self._report("raw-memory", keyword, f"defining {keyword.arg!r}, {_RAW}")
+            elif keyword.arg in ATTRIBUTE_HOOKS:
+                self._attribute_hook(keyword.arg, keyword)
             elif (
                 keyword.arg is not None
                 and "pickle" in keyword.arg.lower()
@@ -812,6 +847,129 @@ class Checker:
         for node, scope in self._super_dunders:
             if not self._builtin("super", scope):
                 self._check_attribute_name(node.attr, node, "'super' may not be the builtin here: ")
+
+    def _resolve_class_factories(self, tree: ast.Module) -> None:
+        """With numpy importable, a class made at run time can carry a computed
+        ``__array_interface__`` (``type("C", (), {k: v})``), and so can one made by any
+        metaclass. ``type`` is allowed only as ``type(x)`` with one argument (or in
+        ``isinstance``, ``issubclass`` and ``is``), and what ``type(x)`` returns (maybe a
+        metaclass: ``type(int)`` is ``type``) only compared, printed, tested against or read an
+        attribute of: never called, subclassed, stored or passed on. Shadowing is honoured
+        where it is certain (a function-local ``type``)."""
+        candidates = {
+            key
+            for key, scope in self._type_names.items()
+            if scope.may_be_builtin("type") or not self._plain_namespace(scope)
+        }
+        if not candidates:
+            return
+        compared: set[int] = set()  # type(x) calls inside a class-only comparison's tuples
+        for parent in ast.walk(tree):  # breadth first: a comparison before its operands
+            if isinstance(parent, ast.Compare) and self._type_comparison(parent):
+                stack: list[ast.AST] = [parent.left, *parent.comparators]
+                while stack:
+                    operand = stack.pop()
+                    if isinstance(operand, ast.Tuple | ast.List | ast.Set):
+                        stack.extend(operand.elts)
+                    compared.add(id(operand))
+            for child in ast.iter_child_nodes(parent):
+                if id(child) in compared:
+                    continue
+                if id(child) in candidates:
+                    self._type_name_use(parent, child)
+                elif (
+                    isinstance(child, ast.Call)
+                    and id(child.func) in candidates
+                    and _single_argument(child)
+                ):
+                    self._type_result_use(parent, child)
+
+    def _type_name_use(self, parent: ast.AST, node: ast.AST) -> None:
+        if isinstance(parent, ast.Call) and parent.func is node:
+            if _single_argument(parent):
+                return
+            unpacked = any(isinstance(a, ast.Starred) for a in parent.args) or any(
+                k.arg is None for k in parent.keywords
+            )
+            how = "unpacked arguments" if unpacked else f"{len(parent.args)} arguments"
+            self._report(
+                "class-factory",
+                parent,
+                f"type() with {how} makes a class from a namespace built at run time, which "
+                f"can answer {_RAW_NAME} with an address to read and write",
+            )
+            return
+        if self._type_test(parent, node) or (
+            isinstance(parent, ast.Compare)
+            and all(isinstance(op, ast.Is | ast.IsNot) for op in parent.ops)
+        ):
+            return
+        self._report(
+            "class-factory",
+            node,
+            "'type' used as a value (stored, passed, called through another name or "
+            "subclassed): it makes classes from namespaces built at run time",
+        )
+
+    def _type_result_use(self, parent: ast.AST, call: ast.Call) -> None:
+        if (
+            (isinstance(parent, ast.Attribute) and parent.value is call)
+            or isinstance(parent, ast.FormattedValue)
+            or self._type_test(parent, call)
+            or (isinstance(parent, ast.Compare) and self._type_comparison(parent))
+        ):
+            return
+        self._report(
+            "class-factory",
+            call,
+            "the class type(...) returns may be a metaclass (type(int) is type), which makes "
+            "classes from namespaces built at run time: compare it, print it or read its "
+            "name, but do not call, subclass, store or pass it",
+        )
+
+    def _type_test(self, parent: ast.AST, node: ast.AST) -> bool:
+        """``node`` is an argument of a builtin that only tests or shows a class
+        (``isinstance``, ``print`` ...), a name the source never rebinds."""
+        return (
+            isinstance(parent, ast.Call)
+            and parent.func is not node
+            and isinstance(parent.func, ast.Name)
+            and parent.func.id in _TYPE_CONSUMERS
+            and not self._binding_counts[parent.func.id]
+            and not self._star_import
+            and any(a is node for a in parent.args)
+        )
+
+    def _type_comparison(self, node: ast.Compare) -> bool:
+        """``type(x) is y`` never calls anything; ``type(x) == int`` and ``type(x) in (int,
+        str)`` call ``type.__eq__`` only when every operand is a class (a user object's
+        ``__eq__`` would be handed the class)."""
+        if all(isinstance(op, ast.Is | ast.IsNot) for op in node.ops):
+            return True
+        return all(self._class_expression(o) for o in (node.left, *node.comparators))
+
+    def _class_expression(self, node: ast.AST) -> bool:
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return all(self._class_expression(e) for e in node.elts)
+        if isinstance(node, ast.Call):
+            return id(node.func) in self._type_names and _single_argument(node)
+        if isinstance(node, ast.Name):
+            return (
+                node.id in _BUILTIN_TYPES
+                and not self._binding_counts[node.id]
+                and not self._star_import
+            )
+        if isinstance(node, ast.Constant):
+            return node.value is None
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        return (
+            root is not node
+            and isinstance(root, ast.Name)
+            and root.id in self._module_names
+            and self._binding_counts[root.id] == 1
+        )
 
     def _first_forbidden(self, value: object, attrs: list[str]) -> tuple[int, str] | None:
         """Follow ``attrs`` from ``value``: the first step that may not be touched, and why."""

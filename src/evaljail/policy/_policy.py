@@ -170,6 +170,15 @@ class Policy:
     def with_limits(self, **changes: Any) -> Policy:
         return replace(self, limits=replace(self.limits, **changes))
 
+    @property
+    def beyond_core(self) -> bool:
+        """True when an allowed import is outside the core list (numpy, pandas, matplotlib or
+        an operator's addition). numpy and the packages that call it take a raw address from
+        any object that answers ``__array_interface__``, so such policies also refuse the ways
+        of answering it under a name built at run time (``attribute-hook``, ``class-factory``).
+        """
+        return not self.allowed_imports <= CORE_IMPORTS
+
     def allows_import(self, module: str) -> bool:
         top = module.split(".")[0]
         return top in self.allowed_imports and top not in self.blocked_modules

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "ATTRIBUTE_FUNCTIONS",
+    "ATTRIBUTE_HOOKS",
     "BUILTIN_HINTS",
+    "CLASS_FACTORY_ATTRIBUTES",
     "DYNAMIC_IMPORT_ATTRIBUTES",
     "FORMAT_METHODS",
     "FRAME_ATTRIBUTES",
@@ -148,6 +150,22 @@ _CATALOGUE: tuple[Rule, ...] = (
         "memory at any address: __array_interface__, __array_struct__, __dataframe__ (defined "
         "or named), as_strided, from_dataframe, interchange, from_address",
         hint="Build arrays from Python values (numpy.array, pandas.DataFrame) instead.",
+    ),
+    Rule(
+        rule_id="attribute-hook",
+        summary="defining __getattr__ or __getattribute__ when the policy allows imports beyond "
+        "the core list (numpy, pandas, matplotlib): numpy looks its raw-memory protocol up "
+        "through them, so a hook answering a name built at run time reads and writes memory",
+        hint="Give the class explicit attributes, or keep the values in a dict "
+        "(obj['key'] instead of obj.key).",
+    ),
+    Rule(
+        rule_id="class-factory",
+        summary="making a class from a namespace at run time when the policy allows imports "
+        "beyond the core list: type() with three or unpacked arguments, type used as a value "
+        "or a base, the class type(x) returns called, passed or stored; enum's _create_",
+        hint="Write a class statement; use type(x) only to compare it (type(x) is int), to read "
+        "its name (type(x).__name__) or in isinstance().",
     ),
     Rule(
         rule_id="isinstance-hook",
@@ -351,6 +369,14 @@ RAW_MEMORY_ATTRIBUTES: frozenset[str] = frozenset(
      "from_buffer_copy"}
 )  # fmt: skip
 
+#: Attribute-lookup hooks: with numpy importable, a hook that answers a name built at run time
+#: (``"__array_" + "interface__"``) hands numpy an address to read and write.
+ATTRIBUTE_HOOKS: frozenset[str] = frozenset({"__getattr__", "__getattribute__"})
+
+#: Helpers that make a class from names given at run time (enum's functional API puts dunder
+#: names straight into the class namespace).
+CLASS_FACTORY_ATTRIBUTES: frozenset[str] = frozenset({"_create_"})
+
 #: Metaclass hooks that make ``isinstance`` (and so ``case C(x)``) accept any object.
 ISINSTANCE_HOOKS: frozenset[str] = frozenset({"__instancecheck__", "__subclasscheck__"})
 
@@ -394,6 +420,8 @@ def attribute_rule(name: str) -> str | None:
     name = normalize(name)
     if name in RAW_MEMORY_PROTOCOLS or name in RAW_MEMORY_ATTRIBUTES:
         return "raw-memory"
+    if name in CLASS_FACTORY_ATTRIBUTES:
+        return "class-factory"
     if is_dunder(name):
         return None if name in SAFE_DUNDER_ATTRIBUTES else "dunder-attribute"
     if name in FRAME_ATTRIBUTES:

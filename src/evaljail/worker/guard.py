@@ -3,8 +3,10 @@
 This is defence in depth, *not* a security boundary by itself: Python-level sandboxes are
 escapable, which is why the child is also confined by bubblewrap, seccomp and rlimits. The guard
 makes the honest failure modes precise (``ImportError: import of 'os' is not allowed``) and
-closes the easy doors: blocked builtins are absent, imports go through the allow-list, and
-``getattr``/``setattr``/``delattr``/``hasattr`` refuse dunder and frame names.
+closes the easy doors: blocked builtins are absent, imports go through the allow-list,
+``getattr``/``setattr``/``delattr``/``hasattr`` refuse dunder and frame names, a class statement
+may not produce a class that answers numpy's raw-memory protocol, and the library classes that
+answer attribute names from user data (pandas' labels, matplotlib's spines) refuse dunder names.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import builtins
 import io
 import math
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -21,6 +24,7 @@ __all__ = [
     "BoundedWriter",
     "OutputLimitExceeded",
     "describe_value",
+    "harden_libraries",
     "refuse_unpickling",
     "restricted_builtins",
 ]
@@ -35,6 +39,27 @@ _FRAME_ATTRS = frozenset(
         "temp_setattr", "_setattr_cm",
     }
 )  # fmt: skip
+
+
+#: The core import allow-list (``policy.CORE_IMPORTS``; the jail does not import the policy
+#: package, a test keeps the two equal). Beyond it numpy may be importable.
+_CORE_IMPORTS = frozenset({"json", "re", "typing", "math", "datetime", "difflib"})
+
+#: Protocols through which numpy and pandas take a raw address from an object
+#: (``policy._rules.RAW_MEMORY_PROTOCOLS``).
+_RAW_MEMORY_PROTOCOLS = frozenset({"__array_interface__", "__array_struct__", "__dataframe__"})
+
+#: Attribute-lookup hooks, refused in classes when numpy may be importable.
+_ATTRIBUTE_HOOKS = frozenset({"__getattr__", "__getattribute__"})
+
+#: A class's own namespace, read through ``type``'s descriptor: a metaclass may define a
+#: ``__dict__`` of its own.
+_CLASS_DICT: Any = type.__dict__["__dict__"]
+
+#: Library classes whose ``__getattr__`` answers names from user data: a pandas Series answers
+#: an index label (``Series([iface], index=["__array_interface__"])``), a DataFrame a column,
+#: matplotlib's ``Spines`` any key it was given. numpy asks them for its raw-memory protocol.
+_LABEL_GETATTR = (("pandas.core.generic", "NDFrame"), ("matplotlib.spines", "Spines"))
 
 
 class OutputLimitExceeded(BaseException):
@@ -105,6 +130,64 @@ def _guarded_attr_fn(real: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _exact(name: Any) -> Any:
+    """An exact ``str`` copy of a ``str`` subclass (which could lie to checks), else ``name``."""
+    return "".join((name,)) if isinstance(name, str) and type(name) is not str else name
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name[:2] == "__" and name[-2:] == "__"
+
+
+def _refusing_dunders(original: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def __getattr__(self: Any, name: str) -> Any:
+        name = _exact(name)
+        if isinstance(name, str) and _is_dunder(unicodedata.normalize("NFKC", name)):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return original(self, name)
+
+    __getattr__.__evaljail_hardened__ = True  # type: ignore[attr-defined]
+    __getattr__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __getattr__
+
+
+def harden_libraries() -> None:
+    """Make the loaded library classes that answer attribute names from user data refuse
+    dunder names (numpy's raw-memory protocol among them). Idempotent; a no-op for libraries
+    that are not loaded. Called whenever builtins are made and after every allowed import, so
+    it runs in the zygote after preloading and in a child after it imports more."""
+    for module_name, class_name in _LABEL_GETATTR:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        original = _CLASS_DICT.__get__(cls).get("__getattr__") if isinstance(cls, type) else None
+        if original is None or getattr(original, "__evaljail_hardened__", False):
+            continue
+        cls.__getattr__ = _refusing_dunders(original)  # type: ignore[union-attr]
+
+
+def _guarded_build_class(real: Callable[..., Any], hooks_refused: bool) -> Callable[..., Any]:
+    """``__build_class__`` that refuses a class whose own namespace answers numpy's raw-memory
+    protocol (and, when numpy may be importable, defines an attribute-lookup hook), however
+    the names got there: a metaclass's ``__new__`` or ``__prepare__`` may add computed ones.
+
+    Only class statements come here: ``type(name, bases, namespace)`` and other metaclass
+    calls do not, and no Python-level hook can see them (``type`` is reachable from every
+    class, ``type(int)``), so those are static analysis's to refuse."""
+    refused = _RAW_MEMORY_PROTOCOLS | (_ATTRIBUTE_HOOKS if hooks_refused else frozenset())
+
+    def __build_class__(*args: Any, **kwargs: Any) -> Any:
+        cls = real(*args, **kwargs)
+        if isinstance(cls, type):
+            for key in _CLASS_DICT.__get__(cls):
+                name = _exact(key)
+                if isinstance(name, str) and unicodedata.normalize("NFKC", name) in refused:
+                    raise TypeError(f"a class may not define {name!r} here")
+        return cls
+
+    __build_class__.__doc__ = real.__doc__
+    return __build_class__
+
+
 #: Modules the runtime's own C code imports on first use: ``datetime``'s ``strftime``,
 #: ``today``, ``timetuple`` and date format specs import ``time``; ``strptime`` imports
 #: ``_strptime``. C code imports through ``PyImport_Import``, which calls ``__import__`` with
@@ -132,6 +215,7 @@ def _make_import(
         if not isinstance(name, str) or name.split(".")[0] not in allowed:
             raise ImportError(f"import of {name!r} is not allowed", name=str(name))
         module = real_import(name, globals, locals, fromlist, 0)
+        harden_libraries()
         for item in fromlist or ():
             value = getattr(module, item, None) if isinstance(item, str) else None
             if isinstance(value, ModuleType) and value.__name__.split(".")[0] not in allowed:
@@ -142,10 +226,18 @@ def _make_import(
 
 
 def restricted_builtins(allowed_imports: Iterable[str], blocked: Iterable[str]) -> dict[str, Any]:
-    """A fresh ``__builtins__`` dict without the blocked names and with guarded hooks."""
+    """A fresh ``__builtins__`` dict without the blocked names and with guarded hooks.
+
+    Also hardens the library classes already loaded (:func:`harden_libraries`): in the
+    zygote, that is after preloading, so every child inherits it."""
     blocked_set = frozenset(blocked)
+    allowed = frozenset(allowed_imports)
     safe = {k: v for k, v in vars(builtins).items() if k not in blocked_set}
-    safe["__import__"] = _make_import(frozenset(allowed_imports), builtins.__import__)
+    safe["__import__"] = _make_import(allowed, builtins.__import__)
+    safe["__build_class__"] = _guarded_build_class(
+        builtins.__build_class__, hooks_refused=not allowed <= _CORE_IMPORTS
+    )
+    harden_libraries()
     for name in ("getattr", "setattr", "delattr", "hasattr"):
         safe[name] = _guarded_attr_fn(getattr(builtins, name))
     return safe
