@@ -439,6 +439,7 @@ PAYLOADS: list[tuple[str, str, str]] = [
         "dynamic-format-string",
     ),
     ("format-literal-anywhere", "def f(formatter, fn):\n    return formatter('{0.__globals__}', fn)", "format-string-attribute"),
+    ("get-origin-imported", "from typing import get_origin\nT = get_origin(list[int])", "class-factory"),
     # -- not Python at all ----------------------------------------------------------------------
     ("syntax-error", "def f(:\n    pass", "syntax-error"),
     ("null-byte", "x = 1\0", "syntax-error"),
@@ -483,6 +484,12 @@ SCIENTIFIC_PAYLOADS: list[tuple[str, str, str]] = [
     ("type-alias", f"{_RAW_HEAD}T = type\nC = T('C', (), {{k: {_IFACE}}})", "class-factory"),
     ("type-star-args", f"{_RAW_HEAD}a = ('C', (), {{k: {_IFACE}}})\nC = type(*a)", "class-factory"),
     ("type-keyword-args", "C = type('C', (), {}, **{})", "class-factory"),
+    (
+        "type-through-typing-get-origin",
+        f"{_RAW_HEAD}import typing\nT = typing.get_origin(typing.Type)\n"
+        f"C = T('C', (), {{k: property(lambda self: {_IFACE})}})\nprint(bytes(np.asarray(C())))",
+        "class-factory",
+    ),
     ("type-of-class-called", f"{_RAW_HEAD}C = type(int)('C', (), {{k: {_IFACE}}})", "class-factory"),
     ("type-of-class-stored", f"{_RAW_HEAD}T = type(int)\nC = T('C', (), {{k: {_IFACE}}})", "class-factory"),
     ("type-of-class-passed", "def make(t):\n    return t('C', (), {})\nmake(type(int))", "class-factory"),

@@ -374,8 +374,9 @@ RAW_MEMORY_ATTRIBUTES: frozenset[str] = frozenset(
 ATTRIBUTE_HOOKS: frozenset[str] = frozenset({"__getattr__", "__getattribute__"})
 
 #: Helpers that make a class from names given at run time (enum's functional API puts dunder
-#: names straight into the class namespace).
-CLASS_FACTORY_ATTRIBUTES: frozenset[str] = frozenset({"_create_"})
+#: names straight into the class namespace), or hand out the builtin ``type`` itself
+#: (``typing.get_origin(typing.Type)`` is ``type``, which the ``type`` checks cannot follow).
+CLASS_FACTORY_ATTRIBUTES: frozenset[str] = frozenset({"_create_", "get_origin"})
 
 #: Metaclass hooks that make ``isinstance`` (and so ``case C(x)``) accept any object.
 ISINSTANCE_HOOKS: frozenset[str] = frozenset({"__instancecheck__", "__subclasscheck__"})
