@@ -308,14 +308,14 @@ def test_batch_json_and_ndjson(serve_mock: Callable[..., Any]) -> None:
         assert lines[-1]["total"] == 5 and lines[-1]["counts"] == {"passed": 3, "failed": 2}
 
 
-def test_an_empty_function_name_is_refused(serve_mock: Callable[..., Any]) -> None:
-    """``""`` names no function; it used to be taken as "find it yourself"."""
+def test_an_empty_function_name_means_find_it(serve_mock: Callable[..., Any]) -> None:
+    """``""`` is what clients send for "not given" (``functionName ?? ""``): like a missing
+    field, the one ``eval_*`` function is used, as the Python API does."""
     with serve_mock() as c:
-        r = c.post("/execute/batch", json={"code": EVAL, "function_name": "", "traces": []})
-        assert r.status_code == 422, r.text
-        error = r.json()["error"]
-        assert error["code"] == "invalid_request"
-        assert error["message"].startswith("function_name:")
+        trace = {"trace_id": "t", "data": {"steps": []}}
+        r = c.post("/execute/batch", json={"code": EVAL, "function_name": "", "traces": [trace]})
+        assert r.status_code == 200, r.text
+        assert [x["trace_id"] for x in r.json()["results"]] == ["t"]
 
 
 def test_batch_with_no_traces(serve_mock: Callable[..., Any]) -> None:

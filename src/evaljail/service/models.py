@@ -60,8 +60,9 @@ class BatchRequest(_Request):
     """Run one eval function over many traces, each in a fresh jailed process."""
 
     code: StrictStr = Field(description="Python source defining the eval function")
-    function_name: Annotated[StrictStr, Field(min_length=1)] | None = Field(
-        default=None, description="the function to call (default: the one eval_* function)"
+    function_name: StrictStr | None = Field(
+        default=None,
+        description='the function to call (default, or "": the one eval_* function)',
     )
     traces: list[TraceIn] = Field(max_length=100_000)
     timeout: TimeoutMs | None = Field(default=None, description="per-trace limit in ms")
