@@ -43,6 +43,8 @@ def test_values_are_parsed() -> None:
         ({"EVALJAIL_API_TOKEN": "short"}, "EVALJAIL_API_TOKEN"),
         ({"EVALJAIL_ISOLATION": "none"}, "EVALJAIL_ISOLATION"),
         ({"PYTHON_EXECUTOR_URL": "ftp://x"}, "PYTHON_EXECUTOR_URL"),
+        ({"EVALJAIL_SANDBOX_DISK_MB": "1"}, "EVALJAIL_SANDBOX_DISK_MB"),
+        ({"EVALJAIL_SANDBOX_MAX_RUNNING": "0"}, "EVALJAIL_SANDBOX_MAX_RUNNING"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -59,3 +61,25 @@ def test_policy_from_settings_keeps_always_blocked_modules_blocked() -> None:
     assert {"numpy", "pandas", "matplotlib"} <= sci.allowed_imports
     assert sci.limits.memory_bytes == 300 * 1024 * 1024
     assert not Policy().allows_import("numpy")
+
+
+def test_sandbox_limits_come_from_the_environment() -> None:
+    from evaljail.sandboxes import SandboxLimits, SandboxNamespace
+
+    settings = Settings.from_env({
+        "EVALJAIL_SANDBOX_MAX": "3", "EVALJAIL_SANDBOX_DISK_MB": "4096",
+        "EVALJAIL_SANDBOX_MEMORY_MB": "256", "EVALJAIL_SANDBOX_MAX_RUNNING": "5",
+    })  # fmt: skip
+    namespace = SandboxNamespace.from_settings(settings)
+    try:
+        limits = namespace.limits
+        assert (limits.max_sandboxes, limits.max_running_commands) == (3, 5)
+        assert limits.disk_bytes == limits.total_disk_bytes == 4096 * 1024 * 1024
+        assert limits.memory_bytes == 256 * 1024 * 1024
+    finally:
+        namespace.close()
+    defaults = SandboxNamespace.from_settings(Settings())
+    try:
+        assert defaults.limits == SandboxLimits()  # the settings' defaults are the library's
+    finally:
+        defaults.close()

@@ -1088,7 +1088,17 @@ class SandboxNamespace:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> SandboxNamespace:
         """The service's namespace: state in ``EVALJAIL_SANDBOX_DIR`` (persistent) when set,
-        else a private temporary directory (sandboxes end with the process)."""
+        else a private temporary directory (sandboxes end with the process); limits from the
+        ``EVALJAIL_SANDBOX_*`` settings unless ``limits`` is given."""
+        if kwargs.get("limits") is None:
+            disk = settings.sandbox_disk_mb * _MIB
+            kwargs["limits"] = SandboxLimits(
+                max_sandboxes=settings.sandbox_max,
+                disk_bytes=disk,
+                total_disk_bytes=max(SandboxLimits().total_disk_bytes, disk),
+                memory_bytes=settings.sandbox_memory_mb * _MIB,
+                max_running_commands=settings.sandbox_max_running,
+            )
         return cls(settings=settings, **kwargs)
 
     # -- set-up ------------------------------------------------------------------------------

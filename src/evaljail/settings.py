@@ -107,6 +107,10 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "EVALJAIL_SEND_TIMEOUT_MS": ("send_timeout_ms", _int_in(100, 3_600_000)),
     "EVALJAIL_CORS_ORIGINS": ("cors_origins", _origins),
     "EVALJAIL_SANDBOX_DIR": ("sandbox_dir", _path),
+    "EVALJAIL_SANDBOX_MAX": ("sandbox_max", _int_in(1, 100_000)),
+    "EVALJAIL_SANDBOX_DISK_MB": ("sandbox_disk_mb", _int_in(4, 1_048_576)),
+    "EVALJAIL_SANDBOX_MEMORY_MB": ("sandbox_memory_mb", _int_in(16, 1_048_576)),
+    "EVALJAIL_SANDBOX_MAX_RUNNING": ("sandbox_max_running", _int_in(1, 10_000)),
 }
 
 
@@ -135,6 +139,12 @@ class Settings:
     send_timeout_ms: int = 30_000
     cors_origins: tuple[str, ...] = ()
     sandbox_dir: Path | None = None
+    #: Named sandboxes (``SandboxLimits``): live sandboxes at once, each workspace's quota, the
+    #: address space of each process of a command, and commands running at once.
+    sandbox_max: int = 32
+    sandbox_disk_mb: int = 64
+    sandbox_memory_mb: int = 512
+    sandbox_max_running: int = 32
 
     def __post_init__(self) -> None:
         if self.pool_min_size > self.pool_max_size:
