@@ -510,4 +510,14 @@ SCIENTIFIC_PAYLOADS: list[tuple[str, str, str]] = [
         f"class C(metaclass=M):\n    x = property(lambda self: {_IFACE})\nprint(bytes(np.asarray(C())))",
         "class-factory",
     ),
+    # third-party modules keep standard-library class factories and exec helpers (third
+    # red-team pass): dataclasses' _create_fn ran "return __import__('os')" with the real
+    # builtins; type, enum.Enum, types.new_class and abc.ABCMeta made raw-memory classes
+    ("matplotlib-dataclasses-create-fn", "import matplotlib.font_manager as fm\nf = fm.dataclasses._create_fn('f', [], [\"return __import__('os')\"])\nprint(f().listdir('/'))", "module-attribute"),
+    ("create-fn-on-any-object", "def f(dc):\n    return dc._create_fn('f', [], ['return 1'])", "string-evaluation"),
+    ("pandas-typing-type-t", f"{_RAW_HEAD}import pandas as pd\nC = pd._typing.type_t('C', (), {{k: {_IFACE}}})\nprint(bytes(np.asarray(C())))", "class-factory"),
+    ("matplotlib-pyplot-enum-functional", f"{_RAW_HEAD}import matplotlib.pyplot as plt\nE = plt.Enum('E', [(k, {_IFACE})])\nprint(bytes(np.asarray(E)))", "class-factory"),
+    ("numpy-types-new-class", f"{_RAW_HEAD}import numpy.lib._utils_impl as u\nC = u.types.new_class('C', (), {{}}, lambda ns: ns.update({{k: {_IFACE}}}))\nprint(bytes(np.asarray(C())))", "class-factory"),
+    ("pandas-errors-abc-meta", f"{_RAW_HEAD}import pandas as pd\nC = pd.errors.abc.ABCMeta('C', (), {{k: {_IFACE}}})\nprint(bytes(np.asarray(C())))", "module-attribute"),
+    ("numpy-globals-enum", "import numpy as np\nprint(np._globals.enum.EnumType)", "module-attribute"),
 ]  # fmt: skip

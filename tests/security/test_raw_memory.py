@@ -35,6 +35,15 @@ _LIBRARY_ROUTES = {
     "matplotlib-spines-key": _HEAD
     + "from matplotlib.spines import Spines\nsp = Spines()\nsp[k] = iface\n"
     "print(bytes(np.asarray(sp)))\n",
+    # library metaclasses, under names static analysis does not know: the guard makes every
+    # Python-level metaclass refuse the protocol
+    "pandas-categorical-dtype-metaclass": _HEAD
+    + "C = pd.CategoricalDtype.type('C', (), {k: iface})\nprint(bytes(np.asarray(C())))\n",
+    "pandas-abc-metaclass": _HEAD
+    + "C = pd.errors.abc.ABCMeta('C', (), {k: iface})\nprint(bytes(np.asarray(C())))\n",
+    "matplotlib-enum-functional": _HEAD
+    + "import matplotlib.pyplot as plt\nE = plt.Enum('E', [(k, iface)])\n"
+    "print(bytes(np.asarray(E)))\n",
     "pandas-series-subclass-label": _HEAD
     + "class S(pd.Series):\n    pass\nprint(bytes(np.asarray(S([iface], index=[k]))))\n",
 }
@@ -86,7 +95,10 @@ def test_library_labels_do_not_answer_the_protocol(
     for runner in (scientific, scientific_unanalysed):
         result = runner.execute(_LIBRARY_ROUTES[name])
         assert RAW_MEMORY_SECRET not in result.stdout, result.stdout[:300]
-        assert result.outcome in (Outcome.OK, Outcome.ERROR), (result.outcome, result.error)
+        expected = (Outcome.OK, Outcome.ERROR)
+        if runner is scientific:  # some of these names are known to layer 1 as well
+            expected = (*expected, Outcome.REJECTED)
+        assert result.outcome in expected, (result.outcome, result.error)
 
 
 @pytest.mark.parametrize("payload_id", _CLASS_STATEMENT_ROUTES)

@@ -328,6 +328,11 @@ MODULE_ATTRIBUTES: frozenset[str] = frozenset(
         "shelve", "dbm", "pdb", "code", "codeop", "signal", "resource", "select", "selectors",
         "asyncio", "concurrent", "ssl", "urllib", "http", "ftplib", "smtplib", "glob",
         "sysconfig", "site", "zipimport", "pkgutil", "webbrowser", "fcntl", "termios",
+        # standard-library modules that hand out class factories or exec with real builtins,
+        # kept by third-party modules: matplotlib.font_manager.dataclasses._create_fn runs
+        # source with the real builtins, numpy._globals.enum.Enum and
+        # pandas.errors.abc.ABCMeta make classes from a computed namespace
+        "dataclasses", "enum", "abc",
     }
 )  # fmt: skip
 
@@ -348,6 +353,7 @@ PACKAGE_INTERNALS: frozenset[str] = frozenset(
 STRING_EVALUATION_ATTRIBUTES: frozenset[str] = frozenset(
     {
         "get_type_hints", "ForwardRef", "_evaluate", "_eval_type", "evaluate_forward_ref", "eval",
+        "_create_fn",  # dataclasses: exec of the lines it is given, with the real builtins
         "query",  # pandas' DataFrame.query: an expression engine with attribute access
         "computation",  # pandas.core.computation: Expr, Scope (frames), the eval engine
     }
@@ -375,8 +381,18 @@ ATTRIBUTE_HOOKS: frozenset[str] = frozenset({"__getattr__", "__getattribute__"})
 
 #: Helpers that make a class from names given at run time (enum's functional API puts dunder
 #: names straight into the class namespace), or hand out the builtin ``type`` itself
-#: (``typing.get_origin(typing.Type)`` is ``type``, which the ``type`` checks cannot follow).
-CLASS_FACTORY_ATTRIBUTES: frozenset[str] = frozenset({"_create_", "get_origin"})
+#: (``typing.get_origin(typing.Type)`` is ``type``, which the ``type`` checks cannot follow),
+#: or a metaclass, under the names third-party modules keep them: ``pandas._typing.type_t`` is
+#: ``type``, ``matplotlib.pyplot.Enum`` is ``enum.Enum`` (``Enum("E", [(name, value)])``),
+#: ``numpy.lib._utils_impl.types.new_class`` calls ``type`` with what a callback put in the
+#: namespace, ``pandas.errors.abc.ABCMeta`` and ``pandas.CategoricalDtype.type`` (see the guard,
+#: which makes the Python-level metaclasses refuse the protocol at run time) are metaclasses.
+CLASS_FACTORY_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "_create_", "get_origin", "type_t", "new_class", "make_dataclass", "Enum", "IntEnum",
+        "Flag", "IntFlag", "StrEnum", "ReprEnum", "EnumType", "EnumMeta", "ABCMeta",
+    }
+)  # fmt: skip
 
 #: Metaclass hooks that make ``isinstance`` (and so ``case C(x)``) accept any object.
 ISINSTANCE_HOOKS: frozenset[str] = frozenset({"__instancecheck__", "__subclasscheck__"})

@@ -17,7 +17,7 @@ import math
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 __all__ = [
@@ -151,6 +151,61 @@ def _refusing_dunders(original: Callable[[Any, str], Any]) -> Callable[[Any, str
     return __getattr__
 
 
+_REAL_BUILTINS = vars(builtins)
+
+
+def _made_for_user_code() -> bool:
+    """True when the nearest caller that is user code (restricted builtins) comes before any
+    module body of a library: a class made while a library is imported is the library's."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        if frame.f_builtins is not _REAL_BUILTINS:
+            return True
+        if frame.f_code.co_name == "<module>":
+            return False
+        frame = frame.f_back
+    return False
+
+
+def _refusing_protocol_new(original: Any) -> Any:
+    def __new__(mcls: Any, *args: Any, **kwargs: Any) -> Any:
+        cls = original(mcls, *args, **kwargs)
+        if isinstance(cls, type) and _made_for_user_code():
+            for key in _CLASS_DICT.__get__(cls):
+                name = _exact(key)
+                if isinstance(name, str) and unicodedata.normalize("NFKC", name) in (
+                    _RAW_MEMORY_PROTOCOLS
+                ):
+                    raise TypeError(f"a class may not define {name!r} here")
+        return cls
+
+    __new__.__evaljail_hardened__ = True  # type: ignore[attr-defined]
+    return staticmethod(__new__)
+
+
+def _harden_metaclasses() -> None:
+    """Make every loaded Python-level metaclass (``abc.ABCMeta``, ``enum.EnumType``, pandas'
+    ``CategoricalDtypeType`` ...) refuse a namespace that answers numpy's raw-memory protocol:
+    libraries keep them under names static analysis cannot all know
+    (``pandas.CategoricalDtype.type("C", (), {name: interface})``). ``type`` itself cannot be
+    changed; static analysis refuses the routes to it that are known."""
+    pending = list(type.__subclasses__(type))
+    seen: set[int] = set()
+    while pending:
+        meta = pending.pop()
+        if id(meta) in seen:
+            continue
+        seen.add(id(meta))
+        pending.extend(type.__subclasses__(meta))
+        current = _CLASS_DICT.__get__(meta).get("__new__")
+        if getattr(getattr(current, "__func__", None), "__evaljail_hardened__", False):
+            continue
+        try:
+            meta.__new__ = _refusing_protocol_new(meta.__new__)  # type: ignore[method-assign]
+        except (TypeError, AttributeError):  # immutable (C) metaclasses
+            continue
+
+
 def harden_libraries() -> None:
     """Make the loaded library classes that answer attribute names from user data refuse
     dunder names (numpy's raw-memory protocol among them). Idempotent; a no-op for libraries
@@ -163,6 +218,7 @@ def harden_libraries() -> None:
         if original is None or getattr(original, "__evaljail_hardened__", False):
             continue
         cls.__getattr__ = _refusing_dunders(original)  # type: ignore[union-attr]
+    _harden_metaclasses()
 
 
 def _guarded_build_class(real: Callable[..., Any], hooks_refused: bool) -> Callable[..., Any]:
@@ -214,8 +270,10 @@ def _make_import(
             return real_import(name, globals, locals, fromlist, 0)
         if not isinstance(name, str) or name.split(".")[0] not in allowed:
             raise ImportError(f"import of {name!r} is not allowed", name=str(name))
+        loaded = len(sys.modules)
         module = real_import(name, globals, locals, fromlist, 0)
-        harden_libraries()
+        if len(sys.modules) != loaded:  # new library code: harden what it brought
+            harden_libraries()
         for item in fromlist or ():
             value = getattr(module, item, None) if isinstance(item, str) else None
             if isinstance(value, ModuleType) and value.__name__.split(".")[0] not in allowed:
