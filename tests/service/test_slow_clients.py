@@ -498,3 +498,74 @@ def test_head_health_and_metrics(edge: Live) -> None:
             assert r.status_code == 200, (path, r.text)
             assert r.content == b""
             assert r.headers["content-type"].startswith(("application/json", "text/plain"))
+
+
+# -- second pass: bodies declared too large -----------------------------------------------------
+
+
+def _max_body(live: Live) -> int:
+    return int(_health(live)["limits"]["max_body_bytes"])
+
+
+def test_a_body_too_large_to_drain_gets_413_and_close(edge: Live) -> None:
+    """A declared length beyond what the gate drains (limit + 64 MiB) is refused without
+    reading the body: the connection cannot be reused, so the 413 must say ``close`` (it
+    promised keep-alive, and the next request on the connection was then read as body)."""
+    length = _max_body(edge) + 65 * 1024 * 1024
+    with _connect(edge) as sock:
+        sock.sendall(
+            f"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+        )
+        status, headers, body = _response(sock)
+        _error(status, headers, body, "request_too_large")
+        assert status == 413
+        assert headers.get("connection") == "close", headers
+        assert _closed(sock)
+
+
+def test_expect_continue_with_a_too_large_body_gets_413_at_once(edge: Live) -> None:
+    """A client that waits for ``100 Continue`` before sending a body over the limit gets the
+    413 instead (RFC 9110 section 10.1.1), not an invitation to upload what is then thrown away."""
+    length = _max_body(edge) + 1
+    with _connect(edge) as sock:
+        sock.sendall(
+            f"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, bytes(buf)
+            buf += chunk
+        assert bytes(buf).startswith(b"HTTP/1.1 413 "), bytes(buf)[:200]
+        assert b"\r\nconnection: close\r\n" in bytes(buf).lower()
+        assert _closed(sock)
+
+
+def test_a_pipelined_partial_head_gets_408(edge: Live) -> None:
+    """The start of a second request sent with the first (pipelined) and never finished: its
+    head deadline runs from the end of the first answer. It had none: only the 30 s keep-alive
+    timeout closed the connection, silently."""
+    body = json.dumps({"code": "print(1)"}).encode()
+    with _connect(edge) as sock:
+        sock.sendall(
+            b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+            + b"GET /health HTTP/1.1\r\nHo"
+        )
+        buf = bytearray()
+        status, headers = _head(sock, buf)
+        assert status == 200
+        length = int(headers["content-length"])
+        while len(buf) < length:
+            buf += sock.recv(65536)
+        del buf[:length]
+        status, headers = _head(sock, buf)  # within PATIENCE_S (20 s), unlike the 30 s close
+        assert status == 408
+        assert headers["connection"] == "close"
+        length = int(headers["content-length"])
+        while len(buf) < length:
+            buf += sock.recv(65536)
+        _error(status, headers, bytes(buf[:length]), "request_timeout")
+        assert _closed(sock)

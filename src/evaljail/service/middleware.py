@@ -263,7 +263,13 @@ class Gate:
                 )
                 return None
             if length > limit:
-                drained = length > limit + _DRAIN_BYTES or await _drain(next_message)
+                # Drained (the connection stays usable) only if the rest is small enough to
+                # read and drop, and the client is not waiting for "100 Continue" to send it
+                # (the first receive() would invite the upload): otherwise 413 and close.
+                expects = (_header(scope, b"expect") or b"").lower() == b"100-continue"
+                drained = (
+                    not expects and length <= limit + _DRAIN_BYTES and await _drain(next_message)
+                )
                 await self._too_large(send, request_id, state, drained=drained)
                 return None
         chunks: list[bytes] = []

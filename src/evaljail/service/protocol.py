@@ -5,9 +5,11 @@ uvicorn bounds only the idle time *between* requests (``timeout_keep_alive``). T
 adds, per connection:
 
 - a **read deadline for the request head** (``EVALJAIL_READ_TIMEOUT_MS``, from the connection
-  opening or from the first byte of the next request): a client that sends its request line and
-  headers too slowly, or nothing at all, gets ``408 request_timeout`` (a silent close when it
-  sent nothing) instead of holding the connection for ever. The *body* deadline is the gate's
+  opening, from the first byte of the next request, or, for a pipelined request whose first
+  bytes came while the previous one was answered, from the end of that answer): a client that
+  sends its request line and headers too slowly, or nothing at all, gets ``408
+  request_timeout`` (a silent close when it sent nothing) instead of holding the connection for
+  ever. The *body* deadline is the gate's
   (:mod:`.middleware`), so that it holds under any ASGI server;
 - a **send deadline** (``EVALJAIL_SEND_TIMEOUT_MS``): when more than the transport's high-water
   mark (64 KiB) waits for a client that accepts none of it for that long, the connection is
@@ -90,6 +92,19 @@ class _Protocol(H11Protocol):
         if self.cycle is not cycle and self._head_timer is not None:  # a request's head came
             self._head_timer.cancel()
             self._head_timer = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Part of the next request's head may have come while this one was answered (pipelined
+        # bytes are buffered, not seen by data_received as "between requests"): its deadline
+        # starts now, or nothing but the keep-alive timeout would bound it.
+        if (
+            self._head_timer is None
+            and self._between_requests()
+            and not self.transport.is_closing()
+            and self.conn.trailing_data[0]
+        ):
+            self._head_timer = self.loop.call_later(self._read_timeout_s, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
