@@ -39,6 +39,7 @@ from .types import (
     TraceItem,
     TraceResult,
     Violation,
+    loads_json,
     trace_id_text,
 )
 from .worker.child import SOURCE_NAME, error_message, user_traceback
@@ -252,16 +253,6 @@ def _encode_trace(index: int, trace_id: str, data: Any) -> str:
             details={"index": index, "trace_id": trace_id},
         ) from None
     return data_json
-
-
-def _decode_trace(data_json: str) -> Any:
-    """``json.loads`` of a trace's text, with integers of any length (as the child reads it)."""
-    try:
-        return json.loads(data_json)
-    except json.JSONDecodeError:
-        raise
-    except ValueError:  # an integer of more than 4 300 digits
-        return json.loads(data_json, parse_int=lambda text: int(Decimal(text)))
 
 
 class Backend(Protocol):
@@ -725,7 +716,7 @@ class MockBackend:
         for item in items:
             if stop is not None and stop.is_set():
                 return future
-            data = _decode_trace(item.data_json)
+            data = loads_json(item.data_json)
             if self._responder is not None:
                 result = replace(self._responder(code, data), index=item.index)
             else:

@@ -16,12 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..types import trace_id_text
+from ..types import loads_json, raw_decode_json, trace_id_text
 from .metrics import Rating
 
 __all__ = ["LoadedTrace", "load_feedback", "load_traces"]
@@ -56,39 +55,12 @@ def _read_text(path: Path) -> str:
         raise _fail(path, line, f"not UTF-8 text (byte {exc.start})") from exc
 
 
-def _big_int(digits: str) -> int:
-    """A JSON integer past CPython's digit limit for ``int(str)`` (Decimal has none)."""
-    return int(Decimal(digits))
-
-
-#: Decodes what the default decoder refuses for its length alone; used only after it refused.
-_BIG_INT_DECODER = json.JSONDecoder(parse_int=_big_int)
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise
-    except ValueError:  # an integer of more than 4 300 digits
-        return _BIG_INT_DECODER.decode(text)
-
-
-def _raw_decode(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[Any, int]:
-    try:
-        return decoder.raw_decode(text, pos)
-    except json.JSONDecodeError:
-        raise
-    except ValueError:  # an integer of more than 4 300 digits
-        return _BIG_INT_DECODER.raw_decode(text, pos)
-
-
 def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield number, _loads(line)
+            yield number, loads_json(line)
         except json.JSONDecodeError as exc:
             raise _fail(path, number, f"invalid JSON: {exc.msg} (column {exc.colno})") from exc
         except RecursionError as exc:
@@ -120,7 +92,7 @@ def _array_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         return
     while True:
         try:
-            item, end = _raw_decode(decoder, text, pos)
+            item, end = raw_decode_json(decoder, text, pos)
         except json.JSONDecodeError as exc:
             raise _fail(path, exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from exc
         except RecursionError as exc:
