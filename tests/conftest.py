@@ -44,15 +44,19 @@ def _jail_cached() -> tuple[bool, str]:
     return _JAIL
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("sandbox") is None:
-        return
+def require_jail() -> None:
+    """Skip without the jail, or fail under ``EVALJAIL_REQUIRE_SANDBOX=1`` (CI)."""
     ok, why = _jail_cached()
     if ok:
         return
     if os.environ.get("EVALJAIL_REQUIRE_SANDBOX") == "1":
         pytest.fail(f"EVALJAIL_REQUIRE_SANDBOX=1 but the jail is unavailable: {why}", pytrace=False)
     pytest.skip(f"no jail on this host: {why}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("sandbox") is not None:
+        require_jail()
 
 
 @pytest.fixture(scope="session")

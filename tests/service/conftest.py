@@ -151,13 +151,9 @@ def stop_server(live: Live, timeout_s: float = 30.0) -> tuple[int, set[int]]:
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The real service with a token, shared by the session's sandbox tests."""
-    from tests.conftest import _jail_cached
+    from tests.conftest import require_jail
 
-    ok, why = _jail_cached()
-    if not ok:
-        if os.environ.get("EVALJAIL_REQUIRE_SANDBOX") == "1":
-            pytest.fail(f"the jail is unavailable: {why}", pytrace=False)
-        pytest.skip(f"no jail on this host: {why}")
+    require_jail()
     log = tmp_path_factory.mktemp("live") / "serve.log"
     server = start_server(log, serve_env(free_port(), EVALJAIL_API_TOKEN=TOKEN))
     yield server

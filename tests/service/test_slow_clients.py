@@ -33,11 +33,9 @@ PATIENCE_S = 20.0
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """A server with short read and send deadlines, two workers and a queue of three."""
-    from tests.conftest import _jail_cached
+    from tests.conftest import require_jail
 
-    ok, why = _jail_cached()
-    if not ok:
-        pytest.skip(f"no jail on this host: {why}")
+    require_jail()
     log = tmp_path_factory.mktemp("edge") / "serve.log"
     env = serve_env(
         free_port(),
